@@ -1,0 +1,23 @@
+# Finds streamlock's C and C++ dependencies as imported targets. Shared by the build and by the
+# installed package config, so that a consumer of a static streamlock finds the same libraries.
+include_guard(GLOBAL)
+
+find_package(PkgConfig REQUIRED QUIET)
+
+# Debian's hiredis 0.14 ships a CMake config without an imported target (and it fails when asked
+# without a version), so hiredis comes from its pkg-config file.
+if(NOT TARGET hiredis::hiredis)
+  pkg_check_modules(STREAMLOCK_HIREDIS REQUIRED QUIET IMPORTED_TARGET hiredis)
+  add_library(hiredis::hiredis INTERFACE IMPORTED)
+  target_link_libraries(hiredis::hiredis INTERFACE PkgConfig::STREAMLOCK_HIREDIS)
+endif()
+
+if(NOT TARGET PostgreSQL::PostgreSQL)
+  find_package(PostgreSQL REQUIRED)
+endif()
+
+if(NOT TARGET fmt::fmt)
+  find_package(fmt REQUIRED)
+endif()
+
+find_package(Threads REQUIRED)

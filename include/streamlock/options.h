@@ -1,0 +1,90 @@
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "streamlock/log.h"
+
+namespace streamlock {
+
+using Milliseconds = std::chrono::milliseconds;
+using Seconds = std::chrono::seconds;
+
+struct RedisOptions {
+  // redis://[user:password@]host[:port][/db]. Empty: Redis is not configured, every lookup
+  // is unknown and locks live in the process-local pending map only.
+  std::string url;
+  // Most connections open at once; further callers wait for one to be returned.
+  std::size_t poolSize = 8;
+  // Opening one connection, including AUTH and SELECT.
+  Milliseconds connectTimeout{250};
+  // One command or pipeline of the writer side (acquire, heartbeat, release).
+  Milliseconds commandTimeout{1000};
+  // The whole read-side lookup: waiting for a connection, connecting and every MGET.
+  Milliseconds lookupDeadline{250};
+  // Keys per MGET; a larger batch is split into several MGETs sent as one pipeline.
+  std::size_t mgetChunkSize = 1000;
+};
+
+struct PostgresOptions {
+  // A libpq conninfo string or URI. Empty: no database; repair is disabled.
+  std::string conninfo;
+  std::size_t poolSize = 8;
+  // Sub-second connect deadlines are honoured (libpq's own connect_timeout is not used).
+  Milliseconds connectTimeout{2000};
+  // Client-side deadline of a statement when the caller gives none; on expiry its connection is
+  // dropped. This also catches a hung server, which server-side timeouts cannot.
+  Milliseconds statementTimeout{5000};
+  // Longest wait for a pooled connection when the caller gives no deadline.
+  Milliseconds acquireTimeout{2000};
+  // Prepare each distinct statement once per connection (PQprepare) and then execute it.
+  bool prepareStatements = true;
+  // Server settings applied to every session of the pool at connect, as libpq's
+  // options="-c name=value", appended to any options the conninfo already has.
+  std::vector<std::pair<std::string, std::string>> settings;
+};
+
+struct LockOptions {
+  // Lock key = keyPrefix + chatId. The default is shared with the original system.
+  std::string keyPrefix = "copilot:chat-stream-lock:";
+  // Lock TTL (SET NX EX); whole seconds, at least 1.
+  Seconds ttl{60};
+  // Heartbeat interval; zero means ttl / 3.
+  Milliseconds heartbeatInterval{0};
+  // Pause between attempts while acquire waits for the previous holder.
+  Milliseconds acquirePollInterval{50};
+};
+
+struct BreakerOptions {
+  // Consecutive failed lookups that open the breaker; zero disables it.
+  unsigned failureThreshold = 3;
+  // How long an open breaker answers unknown without asking Redis before it lets one probe.
+  Milliseconds coolDown{1000};
+};
+
+struct RepairOptions {
+  // Identifiers, quoted by the library. Defaults match the demo schema.
+  std::string table = "copilot_chats";
+  std::string idColumn = "id";
+  std::string markerColumn = "conversation_id";
+  // Bound of the one repair statement: its sessions run with lock_timeout and statement_timeout
+  // set to this, and the client stops waiting after twice this (then drops the connection).
+  Milliseconds timeout{100};
+  // Connections of the repair pool, separate from the main pool because of those settings.
+  std::size_t poolSize = 2;
+};
+
+struct Options {
+  RedisOptions redis;
+  PostgresOptions postgres;
+  LockOptions lock;
+  BreakerOptions breaker;
+  RepairOptions repair;
+  // Where the library logs; empty means logToStderr.
+  Logger logger;
+};
+
+}  // namespace streamlock

@@ -1,0 +1,340 @@
+#include <hiredis/hiredis.h>
+
+#include <utility>
+
+#include "client_state.h"
+#include "redis_reply.h"
+#include "streamlock/error.h"
+
+namespace streamlock {
+
+const char* toString(BreakerState state) noexcept {
+  switch (state) {
+    case BreakerState::Closed: return "closed";
+    case BreakerState::Open: return "open";
+    case BreakerState::HalfOpen: return "half-open";
+  }
+  return "?";
+}
+
+const char* toString(RedisStatus::Mode mode) noexcept {
+  switch (mode) {
+    case RedisStatus::Mode::Disabled: return "disabled";
+    case RedisStatus::Mode::Verified: return "verified";
+    case RedisStatus::Mode::Unknown: return "unknown";
+  }
+  return "?";
+}
+
+namespace detail {
+
+Counters AtomicCounters::snapshot() const noexcept {
+  Counters c;
+  c.lookupsVerified = lookupsVerified.load();
+  c.lookupsUnknown = lookupsUnknown.load();
+  c.redisErrors = redisErrors.load();
+  c.redisTimeouts = redisTimeouts.load();
+  c.breakerOpened = breakerOpened.load();
+  c.breakerShortCircuits = breakerShortCircuits.load();
+  c.markersRepaired = markersRepaired.load();
+  c.repairFailures = repairFailures.load();
+  c.locksAcquired = locksAcquired.load();
+  c.locksReleased = locksReleased.load();
+  c.heartbeatsExtended = heartbeatsExtended.load();
+  c.heartbeatsFailed = heartbeatsFailed.load();
+  c.heartbeatsLost = heartbeatsLost.load();
+  return c;
+}
+
+std::string Script::sha() const {
+  std::lock_guard<std::mutex> guard(mutex_);
+  return sha_;
+}
+
+void Script::setSha(std::string sha) {
+  std::lock_guard<std::mutex> guard(mutex_);
+  sha_ = std::move(sha);
+}
+
+namespace {
+
+// Compare-and-expire: extend only while the lock still holds our stream id.
+constexpr const char* kExtendScript =
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then "
+    "return redis.call('EXPIRE', KEYS[1], ARGV[2]) else return 0 end";
+
+// Compare-and-delete: release only our own value.
+constexpr const char* kReleaseScript =
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then "
+    "return redis.call('DEL', KEYS[1]) else return 0 end";
+
+[[noreturn]] void invalidOption(const std::string& why) { throw Error(ErrorCode::InvalidArgument, why); }
+
+Options validated(Options options) {
+  if (options.lock.ttl < Seconds{1}) invalidOption("lock.ttl must be at least one second");
+  if (options.lock.heartbeatInterval < Milliseconds{0} || options.lock.heartbeatInterval >= options.lock.ttl) {
+    invalidOption("lock.heartbeatInterval must be shorter than lock.ttl");
+  }
+  if (options.redis.mgetChunkSize == 0) invalidOption("redis.mgetChunkSize must be at least 1");
+  if (options.redis.lookupDeadline <= Milliseconds{0}) invalidOption("redis.lookupDeadline must be positive");
+  for (const std::string* name : {&options.repair.table, &options.repair.idColumn, &options.repair.markerColumn}) {
+    if (name->empty() || name->find('\0') != std::string::npos) {
+      invalidOption("repair table and column names must be non-empty identifiers");
+    }
+  }
+  if (options.repair.timeout <= Milliseconds{0}) invalidOption("repair.timeout must be positive");
+  if (!options.logger) options.logger = logToStderr;
+  return options;
+}
+
+std::optional<RedisUrl> redisUrlOf(const Options& options) {
+  if (options.redis.url.empty()) return std::nullopt;
+  return parseRedisUrl(options.redis.url);
+}
+
+}  // namespace
+
+ClientState::ClientState(Options options)
+    : options_(validated(std::move(options))),
+      logger_(options_.logger),
+      redisUrl_(redisUrlOf(options_)),
+      breaker_(options_.breaker),
+      extendScript_(kExtendScript),
+      releaseScript_(kReleaseScript) {
+  if (redisUrl_) redis_ = makeRedisPool(*redisUrl_, options_.redis);
+  if (!options_.postgres.conninfo.empty()) {
+    postgres_ = std::make_unique<PgPool>(options_.postgres, logger_);
+    // Repairs get sessions whose server-side timeouts abort a statement blocked on a row lock.
+    PostgresOptions repair = options_.postgres;
+    repair.poolSize = options_.repair.poolSize;
+    repair.acquireTimeout = options_.repair.timeout;
+    std::string bound = std::to_string(options_.repair.timeout.count()) + "ms";
+    repair.settings.emplace_back("lock_timeout", bound);
+    repair.settings.emplace_back("statement_timeout", bound);
+    repairPostgres_ = std::make_unique<PgPool>(std::move(repair), logger_);
+  }
+}
+
+ClientState::~ClientState() { shutdown(); }
+
+void ClientState::countRedisFailure(const Error& error) noexcept {
+  bump(counters_.redisErrors);
+  if (error.code() == ErrorCode::Timeout) bump(counters_.redisTimeouts);
+}
+
+ActiveStreams ClientState::lookup(const std::vector<std::string>& chatIds) noexcept {
+  ActiveStreams out;
+  if (chatIds.empty()) {
+    bump(counters_.lookupsVerified);
+    return out;
+  }
+  try {
+    if (redis_ && !shutDown_) {
+      Deadline now = Clock::now();
+      Breaker::Admission admission = breaker_.admit(now);
+      if (admission == Breaker::Admission::Refuse) {
+        bump(counters_.breakerShortCircuits);
+      } else {
+        try {
+          out.owners = mget(chatIds, now + options_.redis.lookupDeadline);
+          breaker_.succeeded(admission);
+          bump(counters_.lookupsVerified);
+          return out;
+        } catch (const Error& e) {
+          if (e.code() == ErrorCode::PoolExhausted || e.code() == ErrorCode::ShutDown) {
+            breaker_.inconclusive(admission);
+          } else {
+            countRedisFailure(e);
+            if (breaker_.failed(admission, Clock::now())) {
+              bump(counters_.breakerOpened);
+              log(LogLevel::Warning, "Redis circuit breaker opened after {} consecutive failures; cooling down {} ms",
+                  options_.breaker.failureThreshold, options_.breaker.coolDown.count());
+            }
+          }
+          log(LogLevel::Warning, "lock lookup of {} chats answered unknown: {}", chatIds.size(), e.what());
+        }
+      }
+    }
+    out.status = LookupStatus::Unknown;
+    out.owners = pending_.owners(chatIds);
+  } catch (const std::exception& e) {
+    out.status = LookupStatus::Unknown;
+    out.owners.clear();
+    log(LogLevel::Error, "lock lookup failed unexpectedly: {}", e.what());
+  }
+  bump(counters_.lookupsUnknown);
+  return out;
+}
+
+std::unordered_map<std::string, std::string> ClientState::mget(const std::vector<std::string>& chatIds,
+                                                               Deadline deadline) {
+  std::vector<std::string> keys;
+  keys.reserve(chatIds.size());
+  for (const auto& chatId : chatIds) keys.push_back(lockKey(chatId));
+
+  const std::size_t chunk = options_.redis.mgetChunkSize;
+  std::vector<Argv> commands;
+  for (std::size_t begin = 0; begin < keys.size(); begin += chunk) {
+    std::size_t end = std::min(keys.size(), begin + chunk);
+    Argv& command = commands.emplace_back();
+    command.reserve(end - begin + 1);
+    command.emplace_back("MGET");
+    for (std::size_t i = begin; i < end; ++i) command.emplace_back(keys[i]);
+  }
+
+  for (int attempt = 0;; ++attempt) {
+    auto lease = redis_->acquire(deadline);
+    try {
+      std::vector<Reply> replies = lease->pipeline(commands, deadline);
+      std::unordered_map<std::string, std::string> owners;
+      for (std::size_t c = 0; c < replies.size(); ++c) {
+        std::size_t begin = c * chunk;
+        interpretMgetReply(replies[c].get(), chatIds, begin, std::min(chatIds.size(), begin + chunk), owners);
+      }
+      return owners;
+    } catch (const Error& e) {
+      // A pooled connection that died idle without the idle check noticing: one more try on a
+      // fresh connection, within the same deadline (MGET is read-only, so this is safe).
+      if (e.code() == ErrorCode::ConnectionLost && lease.reused() && attempt == 0 && Clock::now() < deadline) {
+        redis_->dropIdle();
+        continue;
+      }
+      throw;
+    }
+  }
+}
+
+std::vector<Reply> ClientState::evalScript(Script& script, const std::vector<Argv>& args, Deadline deadline) {
+  auto lease = redis_->acquire(deadline);
+  auto load = [&] {
+    Reply reply = lease->command({"SCRIPT", "LOAD", script.source()}, deadline);
+    throwIfError(reply.get());
+    if (reply->type != REDIS_REPLY_STRING) throw Error(ErrorCode::ServerError, "SCRIPT LOAD answered without a SHA");
+    script.setSha(std::string(reply->str, reply->len));
+  };
+  if (script.sha().empty()) load();
+
+  auto send = [&](const std::vector<std::size_t>& which) {
+    std::string sha = script.sha();
+    std::vector<Argv> commands;
+    commands.reserve(which.size());
+    for (std::size_t i : which) {
+      Argv& command = commands.emplace_back();
+      command.reserve(args[i].size() + 2);
+      command.emplace_back("EVALSHA");
+      command.emplace_back(sha);
+      command.insert(command.end(), args[i].begin(), args[i].end());
+    }
+    return lease->pipeline(commands, deadline);
+  };
+
+  std::vector<std::size_t> all(args.size());
+  for (std::size_t i = 0; i < all.size(); ++i) all[i] = i;
+  std::vector<Reply> replies = send(all);
+
+  std::vector<std::size_t> missing;
+  for (std::size_t i = 0; i < replies.size(); ++i) {
+    if (isNoScript(replies[i].get())) missing.push_back(i);
+  }
+  if (!missing.empty()) {
+    load();
+    std::vector<Reply> retried = send(missing);
+    for (std::size_t j = 0; j < missing.size(); ++j) replies[missing[j]] = std::move(retried[j]);
+  }
+  return replies;
+}
+
+RedisStatus ClientState::redisStatus() noexcept {
+  RedisStatus status;
+  if (!redis_) return status;
+  status.mode = RedisStatus::Mode::Unknown;
+  Deadline now = Clock::now();
+  status.breaker = breaker_.state(now);
+  if (status.breaker == BreakerState::Open || shutDown_) return status;
+  try {
+    Deadline deadline = now + options_.redis.lookupDeadline;
+    auto lease = redis_->acquire(deadline);
+    Reply reply = lease->command({"PING"}, deadline);
+    throwIfError(reply.get());
+    status.mode = RedisStatus::Mode::Verified;
+  } catch (const std::exception& e) {
+    log(LogLevel::Debug, "Redis health check failed: {}", e.what());
+  }
+  return status;
+}
+
+}  // namespace detail
+
+Client::Client(Options options) : state_(std::make_shared<detail::ClientState>(std::move(options))) {}
+
+Client::~Client() { shutdown(); }
+
+ActiveStreams Client::getActiveChatStreamIds(const std::vector<std::string>& chatIds) noexcept {
+  return state_->lookup(chatIds);
+}
+
+ReconcileResult Client::reconcileChatStreamMarkers(const std::vector<MarkerCandidate>& candidates,
+                                                   const ReconcileOptions& options) noexcept {
+  ReconcileResult result;
+  try {
+    // Only a persisted marker needs a lock to back it.
+    std::vector<std::string> marked;
+    for (const auto& candidate : candidates) {
+      if (candidate.marker && !candidate.marker->empty()) marked.push_back(candidate.chatId);
+    }
+    ActiveStreams active = state_->lookup(marked);
+    result.status = active.status;
+    result.markers = reconcileMarkers(candidates, active);
+
+    if (options.repair && active.status == LookupStatus::Verified) {
+      std::vector<StaleMarker> stale;
+      for (const auto& marker : result.markers) {
+        if (marker.staleMarker) stale.push_back({marker.chatId, *marker.staleMarker});
+      }
+      result.repair = state_->repair(stale);
+    }
+  } catch (const std::exception& e) {
+    // Only allocation can fail here; answer as if Redis were unknown, preserving every marker.
+    state_->log(LogLevel::Error, "reconciliation failed unexpectedly: {}", e.what());
+    result = ReconcileResult{};
+    result.status = LookupStatus::Unknown;
+    for (const auto& candidate : candidates) {
+      ReconciledMarker marker;
+      marker.chatId = candidate.chatId;
+      if (candidate.marker && !candidate.marker->empty()) {
+        marker.state = MarkerState::Unknown;
+        marker.streamId = candidate.marker;
+      }
+      result.markers.push_back(std::move(marker));
+    }
+  }
+  return result;
+}
+
+RepairResult Client::repairStaleMarkers(const std::vector<StaleMarker>& markers) noexcept {
+  return state_->repair(markers);
+}
+
+bool Client::writeMarker(const std::string& chatId, const std::string& streamId) {
+  return state_->updateMarker(chatId, &streamId, {});
+}
+
+bool Client::clearMarker(const std::string& chatId, const std::string& streamId) {
+  return state_->updateMarker(chatId, nullptr, streamId);
+}
+
+RedisStatus Client::redisStatus() noexcept { return state_->redisStatus(); }
+
+PendingStreams& Client::pendingStreams() noexcept { return state_->pending_; }
+
+PgPool* Client::postgres() noexcept { return state_->postgres_.get(); }
+
+Counters Client::counters() const noexcept { return state_->counters_.snapshot(); }
+
+BreakerState Client::breakerState() const noexcept { return state_->breaker_.state(detail::Clock::now()); }
+
+const Options& Client::options() const noexcept { return state_->options_; }
+
+void Client::shutdown() noexcept { state_->shutdown(); }
+
+}  // namespace streamlock
