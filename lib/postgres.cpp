@@ -4,6 +4,9 @@
 #include <poll.h>
 
 #include <algorithm>
+#include <atomic>
+#include <system_error>
+#include <thread>
 #include <cstdlib>
 #include <unordered_map>
 #include <utility>
@@ -78,8 +81,10 @@ std::vector<std::pair<std::string, std::string>> parseConninfo(const std::string
   if (!parsed) {
     std::string why = error ? oneLine(error) : "out of memory";
     PQfreemem(error);
-    throw Error(ErrorCode::InvalidArgument, "invalid PostgreSQL connection string " + redactUrl(conninfo) +
-                                                " (" + (why.find("password") == std::string::npos ? why : "malformed") + ")");
+    // libpq may quote part of the string; never echo what could be a password.
+    if (why.find("password") != std::string::npos) why = "malformed";
+    std::string shown = conninfo.find("://") != std::string::npos ? " " + redactUrl(conninfo) : "";
+    throw Error(ErrorCode::InvalidArgument, "invalid PostgreSQL connection string" + shown + " (" + why + ")");
   }
   std::vector<std::pair<std::string, std::string>> out;
   for (PQconninfoOption* o = parsed.get(); o->keyword != nullptr; ++o) {
@@ -126,6 +131,8 @@ class PgConnection {
       }
       status = PQconnectPoll(conn.get());
     }
+    // Server notices (e.g. "table does not exist, skipping") are not errors; keep them off stderr.
+    PQsetNoticeProcessor(conn.get(), [](void*, const char*) {}, nullptr);
     if (PQsetnonblocking(conn.get(), 1) != 0) {
       throw Error(ErrorCode::ConnectFailed, "cannot make the PostgreSQL connection non-blocking");
     }
@@ -241,12 +248,41 @@ class PgPoolState {
           pool_.dropIdle();
           continue;
         }
+        if (e.code() == ErrorCode::Timeout) cancelInBackground(lease->raw());
         throw;
       }
     }
   }
 
   Milliseconds statementTimeout() const noexcept { return options_.statementTimeout; }
+
+  // The connection of a timed-out statement is dropped, but the server would run the statement
+  // on until it next writes to the socket: ask it to cancel. PQcancel blocks until the server
+  // has processed the request (for ever, if it hangs), so it runs on a thread of its own, and
+  // only a few at a time.
+  void cancelInBackground(PGconn* conn) noexcept {
+    constexpr int kMaxCancels = 4;
+    if (cancelsInFlight_->fetch_add(1) >= kMaxCancels) {
+      --*cancelsInFlight_;
+      return;
+    }
+    PGcancel* cancel = PQgetCancel(conn);
+    if (cancel == nullptr) {
+      --*cancelsInFlight_;
+      return;
+    }
+    try {
+      std::thread([cancel, inFlight = cancelsInFlight_] {
+        char error[256];
+        PQcancel(cancel, error, sizeof error);
+        PQfreeCancel(cancel);
+        --*inFlight;
+      }).detach();
+    } catch (const std::system_error&) {
+      PQfreeCancel(cancel);
+      --*cancelsInFlight_;
+    }
+  }
   void close() noexcept { pool_.close(); }
   PgPool::Stats stats() const {
     auto s = pool_.stats();
@@ -277,6 +313,7 @@ class PgPoolState {
   Logger logger_;
   std::vector<std::pair<std::string, std::string>> keywords_;
   Pool<PgConnection> pool_;
+  std::shared_ptr<std::atomic<int>> cancelsInFlight_ = std::make_shared<std::atomic<int>>(0);
 };
 
 }  // namespace detail

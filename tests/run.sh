@@ -1,0 +1,250 @@
+#!/usr/bin/env bash
+# The one test command (README and CI run it): installs what is missing from Debian, configures and
+# builds streamlock with warnings as errors, starts a throwaway Redis and PostgreSQL on free
+# loopback ports, runs ctest against them, and stops and removes both servers whatever happens.
+#
+# Usage: tests/run.sh [--build-dir DIR] [--] [CTEST ARGS...]
+#   --build-dir DIR, -B DIR   build directory (default: $STREAMLOCK_BUILD_DIR, else <repo>/build)
+#   -h, --help                this text
+#   CTEST ARGS                passed to ctest after `--output-on-failure -j2`,
+#                             e.g. `tests/run.sh -R lookup` or `tests/run.sh -L package`
+# Environment:
+#   STREAMLOCK_BUILD_DIR      build directory
+#   STREAMLOCK_BUILD_TYPE     CMAKE_BUILD_TYPE (default: none, CMake's default)
+#   STREAMLOCK_CMAKE_ARGS     extra configure arguments, split on spaces,
+#                             e.g. "-DSTREAMLOCK_SANITIZE=address;undefined"
+#   STREAMLOCK_TEST_TIMEOUT   ctest timeout of tests that set none (seconds, default 600)
+#
+# The tests get: STREAMLOCK_TEST_REDIS_URL, STREAMLOCK_TEST_REDIS_SERVER, STREAMLOCK_TEST_DATABASE_URL
+# (superuser "postgres", trust auth), STREAMLOCK_TEST_PG_PORT, STREAMLOCK_TEST_PG_STOP and
+# STREAMLOCK_TEST_PG_START (shell commands that stop/start the cluster and wait).
+set -euo pipefail
+
+# Debian packages the build and the tests need; add new ones here.
+PACKAGES=(
+  build-essential cmake pkg-config procps
+  libhiredis-dev libpq-dev libfmt-dev catch2 libcpp-httplib-dev nlohmann-json3-dev
+  redis-server postgresql postgresql-contrib
+)
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BUILD_DIR=${STREAMLOCK_BUILD_DIR:-$ROOT/build}
+RUN_DIR=""        # temp dir holding both servers' data, removed on exit
+REDIS_PID=""
+PG_DATA=""
+CTEST_PID=""
+START_TIME=$(date +%s)
+
+log() { printf 'tests/run.sh: %s\n' "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+usage() { sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"; }
+
+parse_args() {
+  CTEST_ARGS=()
+  while [[ $# -gt 0 ]]; do
+    case $1 in
+      -h|--help) usage; exit 0 ;;
+      -B|--build-dir) [[ $# -ge 2 ]] || die "$1 needs a directory"; BUILD_DIR=$2; shift 2 ;;
+      --build-dir=*) BUILD_DIR=${1#*=}; shift ;;
+      --) shift; CTEST_ARGS+=("$@"); break ;;
+      *) CTEST_ARGS+=("$1"); shift ;;
+    esac
+  done
+  [[ $BUILD_DIR = /* ]] || BUILD_DIR=$PWD/$BUILD_DIR
+}
+
+# As root, run a command as the postgres user (initdb and postgres refuse to run as root).
+as_postgres() {
+  if [[ $EUID -eq 0 ]]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+install_packages() {
+  local missing=() pkg
+  for pkg in "${PACKAGES[@]}"; do
+    [[ $(dpkg-query -W -f='${db:Status-Status}' "$pkg" 2>/dev/null) = installed ]] || missing+=("$pkg")
+  done
+  [[ ${#missing[@]} -eq 0 ]] && return
+  log "installing ${missing[*]}"
+  local sudo=()
+  [[ $EUID -eq 0 ]] || sudo=(sudo)
+  "${sudo[@]}" apt-get update
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
+}
+
+configure_and_build() {
+  local args=(-S "$ROOT" -B "$BUILD_DIR" -DSTREAMLOCK_WARNINGS_AS_ERRORS=ON -DBUILD_SHARED_LIBS=ON)
+  # A build dir keeps its generator; only a fresh one chooses.
+  if [[ ! -f $BUILD_DIR/CMakeCache.txt ]]; then
+    if command -v ninja >/dev/null; then args+=(-G Ninja); else args+=(-G "Unix Makefiles"); fi
+  fi
+  [[ -z ${STREAMLOCK_BUILD_TYPE:-} ]] || args+=("-DCMAKE_BUILD_TYPE=$STREAMLOCK_BUILD_TYPE")
+  local extra=()
+  read -r -a extra <<<"${STREAMLOCK_CMAKE_ARGS:-}"
+  cmake "${args[@]}" "${extra[@]}"
+  cmake --build "$BUILD_DIR" --parallel "$(nproc)"
+}
+
+# A random loopback port that nothing listens on (outside the ephemeral range, so outgoing
+# connections do not take it meanwhile). A server that still loses a race fails to start and
+# the caller tries another port.
+free_port() {
+  local port
+  while :; do
+    port=$((20000 + RANDOM % 12000))
+    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null || { echo "$port"; return; }
+  done
+}
+
+# Waits up to 20 s for a command to succeed, while the process PID (if given) is alive.
+wait_until() {
+  local pid=$1; shift
+  local i
+  for ((i = 0; i < 200; i++)); do
+    "$@" >/dev/null 2>&1 && return 0
+    [[ -z $pid ]] || kill -0 "$pid" 2>/dev/null || return 1
+    sleep 0.1
+  done
+  return 1
+}
+
+start_redis() {
+  local dir=$RUN_DIR/redis attempt port
+  mkdir -p "$dir"
+  for attempt in 1 2 3 4 5; do
+    port=$(free_port)
+    redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --daemonize no \
+      --dir "$dir" --logfile "$dir/redis.log" --enable-debug-command local \
+      </dev/null >>"$dir/redis.out" 2>&1 &
+    REDIS_PID=$!
+    if wait_until "$REDIS_PID" redis_answers "$port"; then
+      export STREAMLOCK_TEST_REDIS_URL="redis://127.0.0.1:$port/0"
+      log "redis-server pid $REDIS_PID on 127.0.0.1:$port"
+      return
+    fi
+    stop_redis
+    log "redis-server did not start on port $port (attempt $attempt):"
+    tail -n 5 "$dir/redis.log" >&2 || true
+  done
+  die "could not start redis-server"
+}
+
+redis_answers() { [[ $(redis-cli -h 127.0.0.1 -p "$1" ping 2>/dev/null) = PONG ]]; }
+
+stop_redis() {
+  [[ -n $REDIS_PID ]] || return 0
+  kill "$REDIS_PID" 2>/dev/null || true
+  wait "$REDIS_PID" 2>/dev/null || true
+  REDIS_PID=""
+}
+
+# The newest PostgreSQL server installed (bookworm: 15).
+pg_bindir() {
+  local dir
+  dir=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+  [[ -x $dir/initdb ]] || die "no PostgreSQL server under /usr/lib/postgresql"
+  echo "$dir"
+}
+
+start_postgres() {
+  local bin dir=$RUN_DIR/postgres attempt port
+  bin=$(pg_bindir)
+  mkdir -p "$dir"
+  [[ $EUID -ne 0 ]] || chown postgres: "$dir"
+  PG_DATA=$dir/data
+  as_postgres "$bin/initdb" -D "$PG_DATA" -U postgres --auth=trust --encoding=UTF8 --locale=C \
+    --no-sync >"$dir/initdb.log" 2>&1 || { cat "$dir/initdb.log" >&2; die "initdb failed"; }
+  # Durability is pointless for a throwaway cluster; pg_stat_statements must be preloaded.
+  as_postgres tee -a "$PG_DATA/postgresql.conf" >/dev/null <<EOF
+listen_addresses = '127.0.0.1'
+unix_socket_directories = '$dir'
+shared_preload_libraries = 'pg_stat_statements'
+max_connections = 200
+fsync = off
+synchronous_commit = off
+full_page_writes = off
+EOF
+  local pg_ctl=("$bin/pg_ctl" -D "$PG_DATA" -w -t 60)
+  [[ $EUID -ne 0 ]] || pg_ctl=(runuser -u postgres -- "${pg_ctl[@]}")
+  for attempt in 1 2 3 4 5; do
+    port=$(free_port)
+    as_postgres sed -i "/^port = /d" "$PG_DATA/postgresql.conf"
+    echo "port = $port" | as_postgres tee -a "$PG_DATA/postgresql.conf" >/dev/null
+    if "${pg_ctl[@]}" -l "$dir/postgres.log" start >/dev/null &&
+       wait_until "" "$bin/pg_isready" -q -h 127.0.0.1 -p "$port"; then
+      break
+    fi
+    log "PostgreSQL did not start on port $port (attempt $attempt):"
+    tail -n 5 "$dir/postgres.log" >&2 || true
+    stop_postgres
+    [[ $attempt -lt 5 ]] || die "could not start PostgreSQL"
+  done
+
+  local url="postgresql://postgres@127.0.0.1:$port"
+  "$bin/psql" -X -q -v ON_ERROR_STOP=1 "$url/postgres" -c 'CREATE DATABASE streamlock_test'
+  "$bin/psql" -X -q -v ON_ERROR_STOP=1 "$url/streamlock_test" \
+    -c 'CREATE EXTENSION pg_stat_statements' -c 'CREATE EXTENSION pgcrypto'
+
+  export STREAMLOCK_TEST_DATABASE_URL="$url/streamlock_test"
+  export STREAMLOCK_TEST_PG_PORT=$port
+  export STREAMLOCK_TEST_PG_STOP="$(printf '%q ' "${pg_ctl[@]}") -m fast stop"
+  export STREAMLOCK_TEST_PG_START="$(printf '%q ' "${pg_ctl[@]}") -l $(printf '%q' "$dir/postgres.log") start"
+  log "PostgreSQL $(basename "$(dirname "$bin")") on 127.0.0.1:$port, data in $PG_DATA"
+}
+
+stop_postgres() {
+  [[ -n $PG_DATA && -f $PG_DATA/postmaster.pid ]] || return 0
+  local pg_ctl
+  pg_ctl=$(pg_bindir)/pg_ctl
+  as_postgres "$pg_ctl" -D "$PG_DATA" -w -t 30 -m fast stop >/dev/null 2>&1 ||
+    as_postgres "$pg_ctl" -D "$PG_DATA" -w -t 30 -m immediate stop >/dev/null 2>&1 || true
+}
+
+# Kills a process and its descendants (ctest and the tests it runs), children first.
+kill_tree() {
+  local child
+  for child in $(pgrep -P "$1" 2>/dev/null); do kill_tree "$child"; done
+  kill "$1" 2>/dev/null || true
+}
+
+run_ctest() {
+  local args=(--test-dir "$BUILD_DIR" --output-on-failure -j2 --no-tests=error
+              --timeout "${STREAMLOCK_TEST_TIMEOUT:-600}")
+  # In the background, so that INT/TERM reach the trap at once instead of after ctest.
+  ctest "${args[@]}" "${CTEST_ARGS[@]}" &
+  CTEST_PID=$!
+  local rc=0
+  wait "$CTEST_PID" || rc=$?
+  CTEST_PID=""
+  return "$rc"
+}
+
+cleanup() {
+  local rc=$?
+  trap - EXIT INT TERM
+  [[ -z $CTEST_PID ]] || kill_tree "$CTEST_PID"
+  stop_redis
+  stop_postgres
+  [[ -z $RUN_DIR ]] || rm -rf "$RUN_DIR"
+  log "wall time $(($(date +%s) - START_TIME)) s, exit status $rc"
+  exit "$rc"
+}
+
+main() {
+  parse_args "$@"
+  trap cleanup EXIT
+  trap 'exit 130' INT
+  trap 'exit 143' TERM
+  install_packages
+  configure_and_build
+
+  RUN_DIR=$(mktemp -d /tmp/streamlock-run.XXXXXX)
+  chmod 755 "$RUN_DIR"  # the postgres user must reach its data dir inside
+  start_redis
+  start_postgres
+  export STREAMLOCK_TEST_REDIS_SERVER
+  STREAMLOCK_TEST_REDIS_SERVER=$(command -v redis-server)
+
+  run_ctest
+}
+
+main "$@"
