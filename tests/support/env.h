@@ -1,0 +1,48 @@
+#pragma once
+
+// What tests/run.sh provides: the servers' addresses, unique names for isolation, and a way to
+// await a condition instead of sleeping.
+
+#include <chrono>
+#include <functional>
+#include <string>
+
+#include "streamlock/options.h"
+
+namespace streamlock::test {
+
+using namespace std::chrono_literals;
+
+// The value of an environment variable the harness must set; throws a clear error when missing.
+std::string requireEnv(const char* name);
+
+// STREAMLOCK_TEST_REDIS_URL: the shared redis-server.
+std::string redisUrl();
+// STREAMLOCK_TEST_REDIS_SERVER: the redis-server binary for private servers.
+std::string redisServerBinary();
+// STREAMLOCK_TEST_DATABASE_URL: a superuser on a throwaway cluster with pg_stat_statements.
+std::string databaseUrl();
+
+// 16 random hex digits, different in every call and every process.
+std::string uniqueId();
+// A fresh lock key prefix "test:<unique>:", so parallel test cases never share keys.
+std::string uniquePrefix();
+
+// A TCP port on 127.0.0.1 that nothing listens on (bound once, then closed).
+int closedPort();
+
+// Polls cond until it holds or the timeout passes; returns its last value.
+bool waitUntil(const std::function<bool()>& cond, std::chrono::milliseconds timeout = 10s,
+               std::chrono::milliseconds poll = 5ms);
+
+// Milliseconds elapsed since start.
+std::chrono::milliseconds elapsedSince(std::chrono::steady_clock::time_point start);
+
+// Established TCP connections of this host whose remote end is 127.0.0.1:port (/proc/net/tcp):
+// a client's connections to a server, visible even while the server is stopped.
+std::size_t connectionsTo(int port);
+
+// The threads of this process, from /proc/self/task.
+std::size_t threadCount();
+
+}  // namespace streamlock::test

@@ -1,0 +1,130 @@
+#include "redis_server.h"
+
+#include <hiredis/hiredis.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cerrno>
+#include <cstring>
+#include <stdexcept>
+#include <thread>
+
+#include "env.h"
+
+namespace streamlock::test {
+
+namespace {
+
+// The process id of the redis-server answering on port, or -1.
+long long answeringPid(int port) {
+  timeval timeout{};
+  timeout.tv_usec = 200000;
+  redisContext* context = redisConnectWithTimeout("127.0.0.1", port, timeout);
+  if (context == nullptr) return -1;
+  long long pid = -1;
+  if (context->err == 0) {
+    redisSetTimeout(context, timeout);
+    auto* reply = static_cast<redisReply*>(redisCommand(context, "INFO server"));
+    if (reply != nullptr && reply->type == REDIS_REPLY_STRING) {
+      const std::string info(reply->str, reply->len);
+      const std::string field = "process_id:";
+      if (const auto at = info.find(field); at != std::string::npos) pid = std::stoll(info.substr(at + field.size()));
+    }
+    if (reply != nullptr) freeReplyObject(reply);
+  }
+  redisFree(context);
+  return pid;
+}
+
+}  // namespace
+
+RedisServerProcess::RedisServerProcess(std::vector<std::string> extraArgs)
+    : binary_(redisServerBinary()), extraArgs_(std::move(extraArgs)) {
+  // A free port can be taken between choosing and binding it: try a few.
+  for (int attempt = 0; attempt < 5; ++attempt) {
+    port_ = closedPort();
+    if (spawnAndWait()) return;
+  }
+  throw std::runtime_error("RedisServerProcess: " + binary_ + " did not start");
+}
+
+RedisServerProcess::~RedisServerProcess() {
+  if (pid_ > 0) kill();
+}
+
+std::string RedisServerProcess::url() const { return "redis://127.0.0.1:" + std::to_string(port_) + "/0"; }
+
+void RedisServerProcess::pause() {
+  if (pid_ <= 0 || ::kill(pid_, SIGSTOP) != 0) throw std::runtime_error("RedisServerProcess: cannot pause");
+  paused_ = true;
+}
+
+void RedisServerProcess::resume() {
+  if (pid_ <= 0 || ::kill(pid_, SIGCONT) != 0) throw std::runtime_error("RedisServerProcess: cannot resume");
+  paused_ = false;
+}
+
+void RedisServerProcess::kill() {
+  if (pid_ <= 0) return;
+  ::kill(pid_, SIGKILL);  // also ends a stopped process
+  int status = 0;
+  while (::waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
+  }
+  pid_ = -1;
+  paused_ = false;
+}
+
+void RedisServerProcess::start() {
+  if (pid_ > 0) throw std::runtime_error("RedisServerProcess: already running");
+  if (!spawnAndWait()) {
+    throw std::runtime_error("RedisServerProcess: could not restart on port " + std::to_string(port_));
+  }
+}
+
+bool RedisServerProcess::spawnAndWait() {
+  std::vector<std::string> args{binary_, "--port", std::to_string(port_), "--bind", "127.0.0.1",
+                                "--save", "",     "--appendonly", "no",  "--enable-debug-command",
+                                "local"};
+  args.insert(args.end(), extraArgs_.begin(), extraArgs_.end());
+  std::vector<char*> argv;
+  for (auto& arg : args) argv.push_back(arg.data());
+  argv.push_back(nullptr);
+
+  const pid_t parent = ::getpid();
+  const pid_t pid = ::fork();
+  if (pid < 0) throw std::runtime_error("RedisServerProcess: fork failed");
+  if (pid == 0) {
+    // Only async-signal-safe calls until exec. The server dies with the test process.
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (::getppid() != parent) ::_exit(127);
+    const int devnull = ::open("/dev/null", O_RDWR);
+    if (devnull >= 0) {
+      ::dup2(devnull, STDIN_FILENO);
+      ::dup2(devnull, STDOUT_FILENO);
+      ::dup2(devnull, STDERR_FILENO);
+    }
+    ::execv(argv[0], argv.data());
+    ::_exit(127);
+  }
+  pid_ = pid;
+
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (std::chrono::steady_clock::now() < deadline) {
+    int status = 0;
+    if (::waitpid(pid_, &status, WNOHANG) == pid_) {  // exited: the port was taken, or a bad argument
+      pid_ = -1;
+      return false;
+    }
+    // Another test's server may have taken the port: only our own process counts.
+    if (answeringPid(port_) == pid_) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  kill();
+  return false;
+}
+
+}  // namespace streamlock::test

@@ -1,0 +1,39 @@
+#pragma once
+
+// A private redis-server for tests that break it (pause, kill, restart) or count its commands.
+
+#include <sys/types.h>
+
+#include <string>
+#include <vector>
+
+namespace streamlock::test {
+
+class RedisServerProcess {
+ public:
+  // Starts STREAMLOCK_TEST_REDIS_SERVER on a free port of 127.0.0.1 and waits until it answers
+  // (INFO names its process). extraArgs are appended to the command line.
+  explicit RedisServerProcess(std::vector<std::string> extraArgs = {});
+  ~RedisServerProcess();  // kills it
+  RedisServerProcess(const RedisServerProcess&) = delete;
+  RedisServerProcess& operator=(const RedisServerProcess&) = delete;
+
+  int port() const noexcept { return port_; }
+  // redis://127.0.0.1:<port>/0
+  std::string url() const;
+
+  void pause();   // SIGSTOP: connections stay open, nothing answers
+  void resume();  // SIGCONT
+  void kill();    // SIGKILL and reap: the port refuses connections
+  void start();   // starts again on the same port and waits until it answers
+
+ private:
+  bool spawnAndWait();
+  std::string binary_;
+  std::vector<std::string> extraArgs_;
+  int port_ = 0;
+  pid_t pid_ = -1;
+  bool paused_ = false;
+};
+
+}  // namespace streamlock::test

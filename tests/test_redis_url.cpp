@@ -1,0 +1,181 @@
+// parseRedisUrl / redactUrl: every form the library serves, every form it refuses, and no
+// password in any message. Plus the Client refusing what parseRedisUrl refuses.
+#include <catch2/catch.hpp>
+
+#include <string>
+
+#include "redis_url.h"
+#include "streamlock/client.h"
+#include "streamlock/error.h"
+
+using streamlock::Error;
+using streamlock::ErrorCode;
+using streamlock::detail::parseRedisUrl;
+using streamlock::detail::redactUrl;
+
+namespace {
+
+// The code of the Error that parseRedisUrl(url) throws; fails the test when it does not throw or
+// when the message shows the secret.
+ErrorCode refusal(const std::string& url, const std::string& secret = "s3cr3t-pw") {
+  try {
+    parseRedisUrl(url);
+  } catch (const Error& error) {
+    INFO("url: " << url << "\nmessage: " << error.what());
+    CHECK(std::string(error.what()).find(secret) == std::string::npos);
+    return error.code();
+  }
+  FAIL("parseRedisUrl accepted " << url);
+  return ErrorCode::InvalidArgument;
+}
+
+}  // namespace
+
+TEST_CASE("host alone: port 6379, db 0, no AUTH", "[unit]") {
+  const auto url = parseRedisUrl("redis://localhost");
+  CHECK(url.host == "localhost");
+  CHECK(url.port == 6379);
+  CHECK(url.db == 0);
+  CHECK(url.user.empty());
+  CHECK(url.password.empty());
+}
+
+TEST_CASE("IPv4 host with port and db", "[unit]") {
+  const auto url = parseRedisUrl("redis://127.0.0.1:6390/2");
+  CHECK(url.host == "127.0.0.1");
+  CHECK(url.port == 6390);
+  CHECK(url.db == 2);
+}
+
+TEST_CASE("db 0 given explicitly", "[unit]") {
+  const auto url = parseRedisUrl("redis://redis.internal:7000/0");
+  CHECK(url.host == "redis.internal");
+  CHECK(url.port == 7000);
+  CHECK(url.db == 0);
+}
+
+TEST_CASE("password alone (:password) authenticates without a user", "[unit]") {
+  const auto url = parseRedisUrl("redis://:s3cr3t-pw@cache:6380/1");
+  CHECK(url.user.empty());
+  CHECK(url.password == "s3cr3t-pw");
+  CHECK(url.host == "cache");
+  CHECK(url.port == 6380);
+  CHECK(url.db == 1);
+}
+
+TEST_CASE("user and password (ACL)", "[unit]") {
+  const auto url = parseRedisUrl("redis://alice:s3cr3t-pw@cache/3");
+  CHECK(url.user == "alice");
+  CHECK(url.password == "s3cr3t-pw");
+  CHECK(url.host == "cache");
+  CHECK(url.port == 6379);
+  CHECK(url.db == 3);
+}
+
+TEST_CASE("user and password are percent-decoded", "[unit]") {
+  const auto url = parseRedisUrl("redis://al%69ce:p%40ss%3Aw%2Fo%25rd@cache:6379");
+  CHECK(url.user == "alice");
+  CHECK(url.password == "p@ss:w/o%rd");
+  CHECK(url.host == "cache");
+}
+
+TEST_CASE("bracketed IPv6 host with and without port", "[unit]") {
+  SECTION("with port and db") {
+    const auto url = parseRedisUrl("redis://[::1]:6380/4");
+    CHECK(url.host == "::1");
+    CHECK(url.port == 6380);
+    CHECK(url.db == 4);
+  }
+  SECTION("without port") {
+    const auto url = parseRedisUrl("redis://[fe80::1:2]");
+    CHECK(url.host == "fe80::1:2");
+    CHECK(url.port == 6379);
+  }
+  SECTION("with credentials") {
+    const auto url = parseRedisUrl("redis://:s3cr3t-pw@[::1]:7001");
+    CHECK(url.host == "::1");
+    CHECK(url.port == 7001);
+    CHECK(url.password == "s3cr3t-pw");
+  }
+}
+
+TEST_CASE("rediss and unix URLs are unsupported", "[unit]") {
+  CHECK(refusal("rediss://cache:6380") == ErrorCode::Unsupported);
+  CHECK(refusal("rediss://:s3cr3t-pw@cache:6380/0") == ErrorCode::Unsupported);
+  CHECK(refusal("unix:///var/run/redis.sock") == ErrorCode::Unsupported);
+}
+
+TEST_CASE("other schemes and malformed URLs are invalid arguments", "[unit]") {
+  CHECK(refusal("") == ErrorCode::InvalidArgument);
+  CHECK(refusal("http://cache:6379") == ErrorCode::InvalidArgument);
+  CHECK(refusal("cache:6379") == ErrorCode::InvalidArgument);
+  CHECK(refusal("redis://") == ErrorCode::InvalidArgument);
+  CHECK(refusal("redis://:6379") == ErrorCode::InvalidArgument);
+  CHECK(refusal("redis://[::1") == ErrorCode::InvalidArgument);
+}
+
+TEST_CASE("a bad port is an invalid argument", "[unit]") {
+  CHECK(refusal("redis://cache:") == ErrorCode::InvalidArgument);
+  CHECK(refusal("redis://cache:0") == ErrorCode::InvalidArgument);
+  CHECK(refusal("redis://cache:65536") == ErrorCode::InvalidArgument);
+  CHECK(refusal("redis://cache:-1") == ErrorCode::InvalidArgument);
+  CHECK(refusal("redis://cache:63x9") == ErrorCode::InvalidArgument);
+  CHECK(refusal("redis://cache:99999999999999999999") == ErrorCode::InvalidArgument);
+  CHECK(refusal("redis://[::1]:abc") == ErrorCode::InvalidArgument);
+}
+
+TEST_CASE("a bad db is an invalid argument", "[unit]") {
+  CHECK(refusal("redis://cache:6379/abc") == ErrorCode::InvalidArgument);
+  CHECK(refusal("redis://cache:6379/-1") == ErrorCode::InvalidArgument);
+  CHECK(refusal("redis://cache:6379/1x") == ErrorCode::InvalidArgument);
+  CHECK(refusal("redis://cache:6379/99999999999999999999") == ErrorCode::InvalidArgument);
+}
+
+TEST_CASE("no password in any error message", "[unit]") {
+  // Each URL is refused and carries the password somewhere; refusal() checks the message.
+  CHECK(refusal("redis://:s3cr3t-pw@cache:notaport") == ErrorCode::InvalidArgument);
+  CHECK(refusal("redis://alice:s3cr3t-pw@cache:6379/notadb") == ErrorCode::InvalidArgument);
+  CHECK(refusal("redis://alice:s3cr3t-pw@") == ErrorCode::InvalidArgument);
+  CHECK(refusal("rediss://alice:s3cr3t-pw@cache") == ErrorCode::Unsupported);
+  CHECK(refusal("redis://alice:s3cr3t-pw@[::1:6379") == ErrorCode::InvalidArgument);
+  SECTION("nor the decoded or encoded form of a percent-encoded password") {
+    CHECK(refusal("redis://:p%40ss-s3cr3t@cache:bad", "p%40ss-s3cr3t") == ErrorCode::InvalidArgument);
+    CHECK(refusal("redis://:p%40ss-s3cr3t@cache:bad", "p@ss-s3cr3t") == ErrorCode::InvalidArgument);
+  }
+}
+
+TEST_CASE("redactUrl hides the password and nothing else", "[unit]") {
+  CHECK(redactUrl("redis://alice:s3cr3t-pw@cache:6379/0") == "redis://alice:***@cache:6379/0");
+  CHECK(redactUrl("redis://:s3cr3t-pw@cache") == "redis://:***@cache");
+  CHECK(redactUrl("redis://:s3cr3t-pw@[::1]:6380/2") == "redis://:***@[::1]:6380/2");
+  CHECK(redactUrl("redis://cache:6379/0") == "redis://cache:6379/0");
+  CHECK(redactUrl("redis://[::1]:6379") == "redis://[::1]:6379");
+}
+
+TEST_CASE("redactUrl hides the password of URLs it cannot parse", "[unit]") {
+  for (const std::string url : {"rediss://alice:s3cr3t-pw@cache", "redis://:s3cr3t-pw@cache:bad",
+                                "redis://alice:s3cr3t-pw@"}) {
+    INFO(url);
+    CHECK(redactUrl(url).find("s3cr3t-pw") == std::string::npos);
+  }
+}
+
+TEST_CASE("the Client refuses a URL it cannot serve", "[unit]") {
+  auto clientError = [](const std::string& url) {
+    streamlock::Options options;
+    options.redis.url = url;
+    options.logger = [](streamlock::LogLevel, std::string_view) {};
+    try {
+      streamlock::Client client(options);
+    } catch (const Error& error) {
+      INFO("url: " << url << "\nmessage: " << error.what());
+      CHECK(std::string(error.what()).find("s3cr3t-pw") == std::string::npos);
+      return error.code();
+    }
+    FAIL("Client accepted " << url);
+    return ErrorCode::InvalidArgument;
+  };
+  CHECK(clientError("rediss://:s3cr3t-pw@cache:6380") == ErrorCode::Unsupported);
+  CHECK(clientError("redis://:s3cr3t-pw@cache:notaport") == ErrorCode::InvalidArgument);
+  CHECK(clientError("http://cache") == ErrorCode::InvalidArgument);
+}
