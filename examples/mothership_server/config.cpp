@@ -1,0 +1,128 @@
+#include "config.h"
+
+#include <charconv>
+#include <string_view>
+#include <system_error>
+
+namespace mothership {
+namespace {
+
+template <typename Number>
+bool parseNumber(std::string_view text, Number& out) {
+  const char* end = text.data() + text.size();
+  auto [ptr, ec] = std::from_chars(text.data(), end, out);
+  return ec == std::errc{} && ptr == end;
+}
+
+// "HOST:PORT" or "[IPv6]:PORT".
+bool parseListen(std::string_view text, ServerConfig& config) {
+  std::string_view host;
+  std::string_view port;
+  if (!text.empty() && text.front() == '[') {
+    const auto close = text.find("]:");
+    if (close == std::string_view::npos) return false;
+    host = text.substr(1, close - 1);
+    port = text.substr(close + 2);
+  } else {
+    const auto colon = text.rfind(':');
+    if (colon == std::string_view::npos) return false;
+    host = text.substr(0, colon);
+    port = text.substr(colon + 1);
+  }
+  int number = 0;
+  if (host.empty() || !parseNumber(port, number) || number < 0 || number > 65535) return false;
+  config.host = std::string(host);
+  config.port = number;
+  return true;
+}
+
+}  // namespace
+
+const char* usage() noexcept {
+  return R"(Usage: mothership_server [flags]
+
+Serves the mothership chat API with active-stream markers reconciled against Redis locks.
+
+  --listen HOST:PORT        where to listen (default 127.0.0.1:8080; port 0 picks a free one)
+  --database-url URL        PostgreSQL URL or conninfo (default: $DATABASE_URL); required
+  --redis-url URL           redis://[user:password@]host[:port][/db] (default: $REDIS_URL);
+                            without one, lookups answer "unknown" from this process alone
+  --threads N               HTTP worker threads, one per open connection (default 256)
+  --pg-pool-size N          PostgreSQL connections (default min(threads, 16))
+  --redis-timeout-ms N      deadline of one Redis lookup on the read path (default 250)
+  --lock-ttl-s N            stream-lock TTL in seconds (default 60)
+  --seed-demo               insert a demo user, workspace and chats, and print a bearer token
+  --help                    show this text
+
+Routes: GET /  GET /healthz  GET /metrics
+        GET /api/mothership/chats?workspaceId=W[&scope=active|archived]
+        GET /api/mothership/chats/{chatId}
+)";
+}
+
+ParsedFlags parseFlags(int argc, const char* const* argv, const EnvLookup& env) {
+  ServerConfig config;
+  config.databaseUrl = env("DATABASE_URL");
+  config.redisUrl = env("REDIS_URL");
+
+  for (int i = 1; i < argc; ++i) {
+    std::string_view arg = argv[i];
+    std::string_view value;
+    bool hasValue = false;
+    if (const auto eq = arg.find('='); arg.rfind("--", 0) == 0 && eq != std::string_view::npos) {
+      value = arg.substr(eq + 1);
+      arg = arg.substr(0, eq);
+      hasValue = true;
+    }
+    // Takes the flag's value from "--flag=value" or from the next argument.
+    auto takeValue = [&]() -> bool {
+      if (hasValue) return true;
+      if (i + 1 >= argc) return false;
+      value = argv[++i];
+      return true;
+    };
+    auto missing = [&] { return FlagError{std::string(arg) + " needs a value"}; };
+    auto invalid = [&] { return FlagError{"invalid value for " + std::string(arg)}; };
+
+    if (arg == "--help" || arg == "-h") return ShowHelp{};
+    if (arg == "--seed-demo") {
+      if (hasValue) return FlagError{"--seed-demo takes no value"};
+      config.seedDemo = true;
+    } else if (arg == "--listen") {
+      if (!takeValue()) return missing();
+      if (!parseListen(value, config)) return FlagError{"--listen wants HOST:PORT"};
+    } else if (arg == "--database-url") {
+      if (!takeValue()) return missing();
+      config.databaseUrl = std::string(value);
+    } else if (arg == "--redis-url") {
+      if (!takeValue()) return missing();
+      config.redisUrl = std::string(value);
+    } else if (arg == "--threads") {
+      if (!takeValue()) return missing();
+      if (!parseNumber(value, config.threads) || config.threads == 0 || config.threads > 4096) return invalid();
+    } else if (arg == "--pg-pool-size") {
+      if (!takeValue()) return missing();
+      if (!parseNumber(value, config.pgPoolSize) || config.pgPoolSize == 0 || config.pgPoolSize > 1024) {
+        return invalid();
+      }
+    } else if (arg == "--redis-timeout-ms") {
+      if (!takeValue()) return missing();
+      long ms = 0;
+      if (!parseNumber(value, ms) || ms <= 0 || ms > 60000) return invalid();
+      config.redisTimeout = std::chrono::milliseconds{ms};
+    } else if (arg == "--lock-ttl-s") {
+      if (!takeValue()) return missing();
+      long seconds = 0;
+      if (!parseNumber(value, seconds) || seconds <= 0 || seconds > 86400) return invalid();
+      config.lockTtl = std::chrono::seconds{seconds};
+    } else {
+      return FlagError{"unknown flag " + std::string(arg)};
+    }
+  }
+
+  if (config.databaseUrl.empty()) return FlagError{"no database: give --database-url or set DATABASE_URL"};
+  if (config.pgPoolSize == 0) config.pgPoolSize = config.threads < 16 ? config.threads : 16;
+  return config;
+}
+
+}  // namespace mothership

@@ -1,0 +1,38 @@
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <functional>
+#include <string>
+#include <variant>
+
+namespace mothership {
+
+// Everything the command line and the environment decide.
+struct ServerConfig {
+  std::string host = "127.0.0.1";
+  int port = 8080;                    // 0: any free port (the bound port is printed)
+  std::string databaseUrl;            // --database-url, else $DATABASE_URL; required
+  std::string redisUrl;               // --redis-url, else $REDIS_URL; empty: Redis disabled
+  std::size_t threads = 256;          // HTTP worker threads; one per open connection
+  std::size_t pgPoolSize = 0;         // 0: min(threads, 16)
+  std::chrono::milliseconds redisTimeout{250};  // the read path's whole Redis lookup
+  std::chrono::seconds lockTtl{60};
+  bool seedDemo = false;
+};
+
+struct ShowHelp {};
+struct FlagError {
+  std::string message;
+};
+
+using ParsedFlags = std::variant<ServerConfig, ShowHelp, FlagError>;
+
+// Reads an environment variable; empty when unset. Injected so that parsing stays testable.
+using EnvLookup = std::function<std::string(const char* name)>;
+
+ParsedFlags parseFlags(int argc, const char* const* argv, const EnvLookup& env);
+
+const char* usage() noexcept;
+
+}  // namespace mothership

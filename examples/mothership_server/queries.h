@@ -1,0 +1,70 @@
+#pragma once
+
+// The server's SQL: each request's authentication, access check and read is ONE parameterised
+// statement, prepared per pooled connection by streamlock::PgPool.
+
+#include <chrono>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace streamlock {
+class PgPool;
+}
+
+namespace mothership {
+
+enum class Scope { Active, Archived };
+
+struct ChatSummary {
+  std::string id;
+  std::optional<std::string> title;
+  std::string updatedAt;                // ISO 8601 UTC with milliseconds
+  std::optional<std::string> marker;    // the persisted active-stream marker
+  std::optional<std::string> lastSeenAt;
+  bool pinned = false;
+  std::optional<std::string> deletedAt;
+};
+
+enum class Access { Unauthorized, Forbidden, Granted };
+
+struct ChatList {
+  Access access = Access::Unauthorized;
+  std::vector<ChatSummary> chats;  // ordered: pinned desc, updated_at desc, id
+};
+
+struct ChatDetail {
+  std::string id;
+  std::optional<std::string> title;
+  std::string messagesJson;   // the stored jsonb, as JSON text
+  std::string resourcesJson;
+  std::optional<std::string> marker;
+  std::string createdAt;
+  std::string updatedAt;
+};
+
+struct ChatLookup {
+  bool authenticated = false;
+  std::optional<ChatDetail> chat;  // null: not found or not visible to the caller
+};
+
+// Every function throws streamlock::Error when the database fails.
+
+// The caller's mothership chats in a workspace, with the authentication and access verdicts.
+ChatList listChats(streamlock::PgPool& db, const std::string& token, const std::string& workspaceId,
+                   Scope scope);
+
+// One chat of the caller, if visible. chatId must be a UUID (see isUuid).
+ChatLookup findChat(streamlock::PgPool& db, const std::string& token, const std::string& chatId);
+
+// Authentication alone, for requests whose form is wrong (400, or 404 for a non-UUID chat id).
+bool isValidToken(streamlock::PgPool& db, const std::string& token);
+
+// SELECT 1 within the timeout.
+void pingDatabase(streamlock::PgPool& db, std::chrono::milliseconds timeout);
+
+// 8-4-4-4-12 hex digits, any case.
+bool isUuid(std::string_view text) noexcept;
+
+}  // namespace mothership

@@ -1,0 +1,335 @@
+#include "routes.h"
+
+#include <chrono>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
+#include <httplib.h>
+#include <nlohmann/json.hpp>
+#include <streamlock/client.h>
+#include <streamlock/error.h>
+
+#include "metrics.h"
+#include "page.h"
+#include "queries.h"
+
+namespace mothership {
+namespace {
+
+using Json = nlohmann::ordered_json;  // keeps the contract's key order
+
+constexpr auto kJson = "application/json";
+constexpr std::size_t kMaxTokenLength = 1024;
+
+enum class Route { Page, Health, Metrics, ChatList, Chat, Unmatched };
+
+struct Match {
+  Route route = Route::Unmatched;
+  std::string_view chatId;  // for Route::Chat
+};
+
+constexpr std::string_view kChatsPath = "/api/mothership/chats";
+
+Match matchRoute(std::string_view path) {
+  if (path == "/") return {Route::Page, {}};
+  if (path == "/healthz") return {Route::Health, {}};
+  if (path == "/metrics") return {Route::Metrics, {}};
+  if (path == kChatsPath) return {Route::ChatList, {}};
+  if (path.size() > kChatsPath.size() + 1 && path.compare(0, kChatsPath.size(), kChatsPath) == 0 &&
+      path[kChatsPath.size()] == '/') {
+    const auto chatId = path.substr(kChatsPath.size() + 1);
+    if (chatId.find('/') == std::string_view::npos) return {Route::Chat, chatId};
+  }
+  return {};
+}
+
+// What logs and metrics call a route: its template, never the raw path.
+const char* routeTemplate(Route route) {
+  switch (route) {
+    case Route::Page: return "/";
+    case Route::Health: return "/healthz";
+    case Route::Metrics: return "/metrics";
+    case Route::ChatList: return "/api/mothership/chats";
+    case Route::Chat: return "/api/mothership/chats/{chatId}";
+    case Route::Unmatched: break;
+  }
+  return "unmatched";
+}
+
+std::string dump(const Json& json) { return json.dump(-1, ' ', false, Json::error_handler_t::replace); }
+
+Json orNull(const std::optional<std::string>& value) { return value ? Json(*value) : Json(nullptr); }
+
+void sendJson(httplib::Response& res, int status, const Json& body) {
+  res.status = status;
+  res.set_header("Cache-Control", "no-store");
+  res.set_content(dump(body), kJson);
+}
+
+void sendError(httplib::Response& res, int status, const char* message) {
+  sendJson(res, status, Json{{"error", message}});
+}
+
+void unauthorized(httplib::Response& res) {
+  res.set_header("WWW-Authenticate", "Bearer");
+  sendError(res, 401, "Unauthorized");
+}
+
+void chatNotFound(httplib::Response& res) {
+  sendJson(res, 404, Json{{"success", false}, {"error", "Chat not found"}});
+}
+
+// A database failure: 503 when no pooled connection freed up in time, else the route's 500.
+// The detail goes to the log, never into the body.
+void databaseFailure(httplib::Response& res, const std::exception& error, const char* publicMessage) {
+  const auto* libraryError = dynamic_cast<const streamlock::Error*>(&error);
+  if (libraryError != nullptr && libraryError->code() == streamlock::ErrorCode::PoolExhausted) {
+    res.set_header("Retry-After", "1");
+    sendError(res, 503, "Service unavailable");
+  } else {
+    sendError(res, 500, publicMessage);
+  }
+  fmt::print(stderr, "mothership_server: database failure ({}): {}\n",
+             libraryError != nullptr ? streamlock::toString(libraryError->code()) : "exception", error.what());
+}
+
+bool equalsIgnoreCase(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    const auto lower = [](char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c; };
+    if (lower(a[i]) != lower(b[i])) return false;
+  }
+  return true;
+}
+
+// The token of "Authorization: Bearer <token>"; nullopt when the header is missing or malformed.
+std::optional<std::string> bearerToken(const httplib::Request& req) {
+  if (req.get_header_value_count("Authorization") != 1) return std::nullopt;
+  const std::string header = req.get_header_value("Authorization");
+  const std::string_view value = header;
+  constexpr std::string_view kScheme = "Bearer ";
+  if (value.size() <= kScheme.size() || !equalsIgnoreCase(value.substr(0, kScheme.size()), kScheme)) {
+    return std::nullopt;
+  }
+  const auto token = value.substr(kScheme.size());
+  if (token.size() > kMaxTokenLength) return std::nullopt;
+  for (const char c : token) {
+    if (c <= ' ' || c > '~') return std::nullopt;
+  }
+  return std::string(token);
+}
+
+struct ListForm {
+  std::string workspaceId;
+  Scope scope = Scope::Active;
+  const char* error = nullptr;  // set when the request's form is wrong (400)
+};
+
+// How often `key` occurs in the raw query string. httplib's parsed params fold repeated identical
+// pairs ("a=1&a=1") into one, so repetitions are counted here.
+std::size_t queryKeyCount(const httplib::Request& req, std::string_view key) {
+  const auto question = req.target.find('?');
+  if (question == std::string::npos) return 0;
+  std::string_view query(req.target);
+  query.remove_prefix(question + 1);
+  query = query.substr(0, query.find('#'));
+  std::size_t count = 0;
+  while (!query.empty()) {
+    const auto amp = query.find('&');
+    const auto pair = query.substr(0, amp);
+    const auto name = pair.substr(0, pair.find('='));
+    if (!name.empty() && httplib::detail::decode_url(std::string(name), true) == key) ++count;
+    if (amp == std::string_view::npos) break;
+    query.remove_prefix(amp + 1);
+  }
+  return count;
+}
+
+ListForm readListForm(const httplib::Request& req) {
+  ListForm form;
+  if (queryKeyCount(req, "workspaceId") > 1 || queryKeyCount(req, "scope") > 1) {
+    form.error = "workspaceId and scope may each be given once";
+    return form;
+  }
+  form.workspaceId = req.get_param_value("workspaceId");
+  if (form.workspaceId.empty()) {
+    form.error = "workspaceId is required";
+    return form;
+  }
+  if (req.has_param("scope")) {
+    const auto scope = req.get_param_value("scope");
+    if (scope == "archived") {
+      form.scope = Scope::Archived;
+    } else if (scope != "active") {
+      form.error = "scope must be active or archived";
+    }
+  }
+  return form;
+}
+
+// ---- handlers ----
+
+void servePage(httplib::Response& res) {
+  res.status = 200;
+  res.set_header("Cache-Control", "no-store");
+  res.set_header("Content-Security-Policy",
+                 "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'");
+  const auto page = tilePage();
+  res.set_content(page.data(), page.size(), "text/html; charset=utf-8");
+}
+
+void serveHealth(streamlock::Client& client, httplib::Response& res) {
+  bool postgresUp = true;
+  try {
+    pingDatabase(*client.postgres(), std::chrono::milliseconds{1000});
+  } catch (const std::exception&) {
+    postgresUp = false;
+  }
+  const auto redis = client.redisStatus();
+  sendJson(res, postgresUp ? 200 : 503,
+           Json{{"status", postgresUp ? "ok" : "unavailable"},
+                {"postgres", postgresUp ? "up" : "down"},
+                {"redis", streamlock::toString(redis.mode)},
+                {"breaker", streamlock::toString(redis.breaker)}});
+}
+
+void serveMetrics(streamlock::Client& client, const Metrics& metrics, httplib::Response& res) {
+  res.status = 200;
+  res.set_content(metrics.render(client.counters(), client.breakerState()), "text/plain; version=0.0.4");
+}
+
+// Read the rows first, then reconcile their markers against the locks (repairing the stale ones),
+// then answer: the contract's reader order.
+void serveChatList(streamlock::Client& client, const httplib::Request& req, httplib::Response& res) {
+  const auto token = bearerToken(req);
+  if (!token) return unauthorized(res);
+  const auto form = readListForm(req);
+  try {
+    auto& db = *client.postgres();
+    if (form.error != nullptr) {
+      if (!isValidToken(db, *token)) return unauthorized(res);
+      return sendError(res, 400, form.error);
+    }
+    const auto list = listChats(db, *token, form.workspaceId, form.scope);
+    if (list.access == Access::Unauthorized) return unauthorized(res);
+    if (list.access == Access::Forbidden) return sendError(res, 403, "Workspace access denied");
+
+    // Archived chats are not reconciled: they show no active stream.
+    std::vector<std::optional<std::string>> activeStreamIds(list.chats.size());
+    if (form.scope == Scope::Active) {
+      std::vector<streamlock::MarkerCandidate> candidates;
+      candidates.reserve(list.chats.size());
+      for (const auto& chat : list.chats) candidates.push_back({chat.id, chat.marker});
+      const auto reconciled = client.reconcileChatStreamMarkers(candidates, {/*repair=*/true});
+      for (std::size_t i = 0; i < reconciled.markers.size() && i < activeStreamIds.size(); ++i) {
+        activeStreamIds[i] = reconciled.markers[i].streamId;
+      }
+    }
+
+    Json data = Json::array();
+    for (std::size_t i = 0; i < list.chats.size(); ++i) {
+      const auto& chat = list.chats[i];
+      data.push_back(Json{{"id", chat.id},
+                          {"title", orNull(chat.title)},
+                          {"updatedAt", chat.updatedAt},
+                          {"activeStreamId", orNull(activeStreamIds[i])},
+                          {"lastSeenAt", orNull(chat.lastSeenAt)},
+                          {"pinned", chat.pinned},
+                          {"deletedAt", orNull(chat.deletedAt)}});
+    }
+    sendJson(res, 200, Json{{"success", true}, {"data", std::move(data)}});
+  } catch (const std::exception& error) {
+    databaseFailure(res, error, "Failed to fetch chats");
+  }
+}
+
+void serveChat(streamlock::Client& client, std::string_view chatId, const httplib::Request& req,
+               httplib::Response& res) {
+  const auto token = bearerToken(req);
+  if (!token) return unauthorized(res);
+  try {
+    auto& db = *client.postgres();
+    if (!isUuid(chatId)) return isValidToken(db, *token) ? chatNotFound(res) : unauthorized(res);
+    const auto lookup = findChat(db, *token, std::string(chatId));
+    if (!lookup.authenticated) return unauthorized(res);
+    if (!lookup.chat) return chatNotFound(res);
+    const auto& chat = *lookup.chat;
+
+    const auto reconciled = client.reconcileChatStreamMarkers({{chat.id, chat.marker}}, {/*repair=*/true});
+    const std::optional<std::string> activeStreamId =
+        reconciled.markers.empty() ? std::nullopt : reconciled.markers.front().streamId;
+
+    // messages and resources are spliced in as stored: jsonb's text is JSON, and re-parsing it
+    // could round large numbers.
+    std::string body = R"({"success":true,"chat":{"id":)" + dump(chat.id);
+    body += R"(,"title":)" + dump(orNull(chat.title));
+    body += R"(,"messages":)" + chat.messagesJson;
+    body += R"(,"activeStreamId":)" + dump(orNull(activeStreamId));
+    body += R"(,"resources":)" + chat.resourcesJson;
+    body += R"(,"createdAt":)" + dump(chat.createdAt);
+    body += R"(,"updatedAt":)" + dump(chat.updatedAt) + "}}";
+    res.status = 200;
+    res.set_header("Cache-Control", "no-store");
+    res.set_content(body, kJson);
+  } catch (const std::exception& error) {
+    databaseFailure(res, error, "Failed to fetch chat");
+  }
+}
+
+void logAccess(const httplib::Request& req, const char* route, int status, double seconds) {
+  // The raw path and the headers are never logged: they can carry ids and tokens.
+  fmt::print(stderr, "access method={} route={} status={} duration_ms={:.3f}\n", req.method, route, status,
+             seconds * 1000.0);
+}
+
+}  // namespace
+
+void Router::handle(const httplib::Request& req, httplib::Response& res) const {
+  const auto start = std::chrono::steady_clock::now();
+  const auto match = matchRoute(req.path);
+  try {
+    if (match.route == Route::Unmatched) {
+      sendError(res, 404, "Not found");
+    } else if (req.method != "GET" && req.method != "HEAD") {
+      res.set_header("Allow", "GET, HEAD");
+      sendError(res, 405, "Method not allowed");
+    } else {
+      switch (match.route) {
+        case Route::Page: servePage(res); break;
+        case Route::Health: serveHealth(client_, res); break;
+        case Route::Metrics: serveMetrics(client_, metrics_, res); break;
+        case Route::ChatList: serveChatList(client_, req, res); break;
+        case Route::Chat: serveChat(client_, match.chatId, req, res); break;
+        case Route::Unmatched: break;
+      }
+    }
+  } catch (const std::exception& error) {
+    fmt::print(stderr, "mothership_server: internal error: {}\n", error.what());
+    sendError(res, 500, "Internal server error");
+  }
+  const std::chrono::duration<double> elapsed = std::chrono::steady_clock::now() - start;
+  const char* route = routeTemplate(match.route);
+  metrics_.observe(route, res.status, elapsed.count());
+  logAccess(req, route, res.status, elapsed.count());
+}
+
+bool Router::completeLibraryError(const httplib::Request& req, httplib::Response& res) const {
+  if (!res.body.empty()) return false;
+  // A request with a body is left to httplib, which reads the body before it finds no route;
+  // route it now, as any other request.
+  if (res.status == 404) {
+    res.status = -1;
+    handle(req, res);
+    return true;
+  }
+  const int status = res.status;
+  const char* message = status == 413 ? "Payload too large" : status == 414 ? "URI too long" : "Bad request";
+  sendError(res, status, message);
+  metrics_.observe(routeTemplate(Route::Unmatched), status, 0.0);
+  logAccess(req, routeTemplate(Route::Unmatched), status, 0.0);
+  return true;
+}
+
+}  // namespace mothership

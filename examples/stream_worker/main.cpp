@@ -1,0 +1,261 @@
+// stream_worker: runs one simulated stream for a chat, following the writer protocol:
+//   acquire the lock -> write the marker -> heartbeat while producing -> clear the marker -> release.
+// --crash-after-s makes it die abruptly (SIGKILL) with its marker left behind, as an OOM kill would.
+
+#include <signal.h>
+#include <time.h>
+
+#include <atomic>
+#include <charconv>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <optional>
+#include <random>
+#include <string>
+#include <string_view>
+#include <system_error>
+
+#include <fmt/format.h>
+#include <streamlock/client.h>
+#include <streamlock/error.h>
+
+namespace {
+
+constexpr const char* kProgram = "stream_worker";
+
+// Exit codes.
+constexpr int kDone = 0;
+constexpr int kFailed = 1;      // Redis or the database failed
+constexpr int kUsage = 2;
+constexpr int kLockBusy = 3;    // another stream holds the chat's lock
+constexpr int kLost = 4;        // ownership of the lock was lost mid-stream
+constexpr int kNoChat = 5;      // no such chat: the marker wrote no row
+
+const char* kUsageText = R"(Usage: stream_worker --chat-id UUID [flags]
+
+Runs one simulated stream for a chat with the streamlock writer protocol.
+
+  --chat-id UUID            the chat to stream into (required)
+  --stream-id ID            this stream's id (default: a random UUID)
+  --database-url URL        PostgreSQL URL or conninfo (default: $DATABASE_URL); required
+  --redis-url URL           Redis URL (default: $REDIS_URL); without one the lock is process-local
+  --duration-s N            how long to "generate" (default 30)
+  --lock-ttl-s N            lock TTL in seconds; the heartbeat runs every TTL/3 (default 60)
+  --wait-lock-ms N          how long to wait for a busy lock (default 0)
+  --crash-after-s N         die with SIGKILL after N seconds, leaving the marker behind
+  --help                    show this text
+
+Exit codes: 0 done, 1 Redis or database failure, 2 usage, 3 lock busy, 4 lock ownership lost,
+5 no such chat.
+)";
+
+struct WorkerConfig {
+  std::string chatId;
+  std::string streamId;
+  std::string databaseUrl;
+  std::string redisUrl;
+  long durationS = 30;
+  long lockTtlS = 60;
+  long waitLockMs = 0;
+  std::optional<long> crashAfterS;
+};
+
+std::string environment(const char* name) {
+  const char* value = std::getenv(name);
+  return value != nullptr ? value : "";
+}
+
+std::string randomUuid() {
+  std::random_device random;
+  std::uniform_int_distribution<unsigned> byte(0, 255);
+  std::string uuid;
+  for (int i = 0; i < 16; ++i) {
+    unsigned value = byte(random);
+    if (i == 6) value = (value & 0x0fu) | 0x40u;  // version 4
+    if (i == 8) value = (value & 0x3fu) | 0x80u;  // RFC 4122 variant
+    if (i == 4 || i == 6 || i == 8 || i == 10) uuid += '-';
+    uuid += fmt::format("{:02x}", value);
+  }
+  return uuid;
+}
+
+bool parseSeconds(std::string_view text, long& out, long minimum) {
+  const char* end = text.data() + text.size();
+  auto [ptr, ec] = std::from_chars(text.data(), end, out);
+  return ec == std::errc{} && ptr == end && out >= minimum && out <= 86400L * 7;
+}
+
+// nullopt after printing why (or the help text, with *exitCode 0).
+std::optional<WorkerConfig> parseFlags(int argc, char** argv, int* exitCode) {
+  WorkerConfig config;
+  config.databaseUrl = environment("DATABASE_URL");
+  config.redisUrl = environment("REDIS_URL");
+  *exitCode = kUsage;
+  for (int i = 1; i < argc; ++i) {
+    std::string_view arg = argv[i];
+    std::string_view value;
+    bool hasValue = false;
+    if (const auto eq = arg.find('='); arg.rfind("--", 0) == 0 && eq != std::string_view::npos) {
+      value = arg.substr(eq + 1);
+      arg = arg.substr(0, eq);
+      hasValue = true;
+    }
+    if (arg == "--help" || arg == "-h") {
+      std::fputs(kUsageText, stdout);
+      *exitCode = kDone;
+      return std::nullopt;
+    }
+    if (!hasValue) {
+      if (i + 1 >= argc) {
+        fmt::print(stderr, "{}: {} needs a value (see --help)\n", kProgram, arg);
+        return std::nullopt;
+      }
+      value = argv[++i];
+    }
+    long number = 0;
+    bool ok = true;
+    if (arg == "--chat-id") {
+      config.chatId = std::string(value);
+    } else if (arg == "--stream-id") {
+      config.streamId = std::string(value);
+    } else if (arg == "--database-url") {
+      config.databaseUrl = std::string(value);
+    } else if (arg == "--redis-url") {
+      config.redisUrl = std::string(value);
+    } else if (arg == "--duration-s") {
+      ok = parseSeconds(value, config.durationS, 0);
+    } else if (arg == "--lock-ttl-s") {
+      ok = parseSeconds(value, config.lockTtlS, 1);
+    } else if (arg == "--wait-lock-ms") {
+      ok = parseSeconds(value, config.waitLockMs, 0);
+    } else if (arg == "--crash-after-s") {
+      ok = parseSeconds(value, number, 0);
+      config.crashAfterS = number;
+    } else {
+      fmt::print(stderr, "{}: unknown flag {} (see --help)\n", kProgram, arg);
+      return std::nullopt;
+    }
+    if (!ok) {
+      fmt::print(stderr, "{}: invalid value for {} (see --help)\n", kProgram, arg);
+      return std::nullopt;
+    }
+  }
+  if (config.chatId.empty() || config.databaseUrl.empty()) {
+    fmt::print(stderr, "{}: --chat-id and a database (--database-url or DATABASE_URL) are required\n", kProgram);
+    return std::nullopt;
+  }
+  if (config.streamId.empty()) config.streamId = randomUuid();
+  return config;
+}
+
+[[noreturn]] void crash() {
+  fmt::print("crashing now: no marker clear, no lock release (as after an OOM kill)\n");
+  std::fflush(stdout);
+  raise(SIGKILL);
+  std::_Exit(137);
+}
+
+// Waits up to `timeout` for SIGINT or SIGTERM; returns the signal, or 0.
+int waitForSignal(const sigset_t& signals, std::chrono::milliseconds timeout) {
+  const auto ms = timeout.count();
+  timespec wait{};
+  wait.tv_sec = static_cast<time_t>(ms / 1000);
+  wait.tv_nsec = static_cast<long>((ms % 1000) * 1000000);
+  const int signal = sigtimedwait(&signals, nullptr, &wait);
+  return signal > 0 ? signal : 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int exitCode = kUsage;
+  const auto parsed = parseFlags(argc, argv, &exitCode);
+  if (!parsed) return exitCode;
+  const WorkerConfig& config = *parsed;
+
+  // SIGINT/SIGTERM end the stream early but cleanly; blocked before the heartbeat thread starts.
+  sigset_t stopSignals;
+  sigemptyset(&stopSignals);
+  sigaddset(&stopSignals, SIGINT);
+  sigaddset(&stopSignals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &stopSignals, nullptr);
+
+  streamlock::Options options;
+  options.redis.url = config.redisUrl;
+  options.postgres.conninfo = config.databaseUrl;
+  options.postgres.poolSize = 2;
+  options.lock.ttl = std::chrono::seconds{config.lockTtlS};
+
+  try {
+    streamlock::Client client(options);
+
+    // 1. The lock (and the pending-map entry).
+    auto lock = client.acquireStreamLock(config.chatId, config.streamId,
+                                         std::chrono::milliseconds{config.waitLockMs});
+    if (!lock) {
+      fmt::print(stderr, "{}: chat {} already has an active stream\n", kProgram, config.chatId);
+      return kLockBusy;
+    }
+    fmt::print("stream {} holds the lock on chat {} (ttl {} s)\n", config.streamId, config.chatId,
+               config.lockTtlS);
+
+    // 2. The marker. If it cannot be written, give up and release the lock.
+    bool marked = false;
+    try {
+      marked = client.writeMarker(config.chatId, config.streamId);
+    } catch (const streamlock::Error& error) {
+      fmt::print(stderr, "{}: cannot write the marker: {}\n", kProgram, error.what());
+      lock->release();
+      return kFailed;
+    }
+    if (!marked) {
+      fmt::print(stderr, "{}: no chat {}\n", kProgram, config.chatId);
+      lock->release();
+      return kNoChat;
+    }
+    fmt::print("marker written: copilot_chats.conversation_id = {}\n", config.streamId);
+    std::fflush(stdout);
+
+    // 3. Heartbeat while producing; stop producing as soon as ownership is lost.
+    std::atomic<bool> lost{false};
+    auto heartbeat = lock->startHeartbeat([&lost](const std::string&, const std::string&) { lost = true; });
+
+    const auto start = std::chrono::steady_clock::now();
+    const auto end = start + std::chrono::seconds{config.durationS};
+    std::optional<std::chrono::steady_clock::time_point> crashAt;
+    if (config.crashAfterS) crashAt = start + std::chrono::seconds{*config.crashAfterS};
+    auto nextTick = start + std::chrono::seconds{1};
+    int stopSignal = 0;
+    while (!lost && stopSignal == 0) {
+      const auto now = std::chrono::steady_clock::now();
+      if (crashAt && now >= *crashAt) crash();
+      if (now >= end) break;
+      if (now >= nextTick) {
+        const auto elapsed = std::chrono::duration_cast<std::chrono::seconds>(now - start).count();
+        fmt::print("generating... {} s\n", elapsed);
+        std::fflush(stdout);
+        nextTick += std::chrono::seconds{1};
+      }
+      stopSignal = waitForSignal(stopSignals, std::chrono::milliseconds{100});
+    }
+    heartbeat.stop();
+    if (stopSignal != 0) fmt::print("stopping early on {}\n", stopSignal == SIGINT ? "SIGINT" : "SIGTERM");
+    if (lost) fmt::print(stderr, "{}: lock ownership lost: stopped producing\n", kProgram);
+
+    // 4. Clear our own marker (compare-and-clear), 5. release our own lock (compare-and-delete).
+    try {
+      const bool cleared = client.clearMarker(config.chatId, config.streamId);
+      fmt::print(cleared ? "marker cleared\n" : "marker already changed by someone else: left alone\n");
+    } catch (const streamlock::Error& error) {
+      fmt::print(stderr, "{}: cannot clear the marker: {}\n", kProgram, error.what());
+      exitCode = kFailed;
+    }
+    fmt::print("lock release: {}\n", streamlock::toString(lock->release()));
+    if (lost) return kLost;
+    return exitCode == kFailed ? kFailed : kDone;
+  } catch (const streamlock::Error& error) {
+    fmt::print(stderr, "{}: {}\n", kProgram, error.what());
+    return error.code() == streamlock::ErrorCode::InvalidArgument ? kUsage : kFailed;
+  }
+}
