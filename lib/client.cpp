@@ -32,6 +32,7 @@ Counters AtomicCounters::snapshot() const noexcept {
   Counters c;
   c.lookupsVerified = lookupsVerified.load();
   c.lookupsUnknown = lookupsUnknown.load();
+  c.lookupRoundTrips = lookupRoundTrips.load();
   c.redisErrors = redisErrors.load();
   c.redisTimeouts = redisTimeouts.load();
   c.breakerOpened = breakerOpened.load();
@@ -185,6 +186,7 @@ std::unordered_map<std::string, std::string> ClientState::mget(const std::vector
   for (int attempt = 0;; ++attempt) {
     auto lease = redis_->acquire(deadline);
     try {
+      bump(counters_.lookupRoundTrips);
       std::vector<Reply> replies = lease->pipeline(commands, deadline);
       std::unordered_map<std::string, std::string> owners;
       for (std::size_t c = 0; c < replies.size(); ++c) {

@@ -25,6 +25,7 @@ namespace streamlock::detail {
 struct AtomicCounters {
   std::atomic<std::uint64_t> lookupsVerified{0};
   std::atomic<std::uint64_t> lookupsUnknown{0};
+  std::atomic<std::uint64_t> lookupRoundTrips{0};
   std::atomic<std::uint64_t> redisErrors{0};
   std::atomic<std::uint64_t> redisTimeouts{0};
   std::atomic<std::uint64_t> breakerOpened{0};

@@ -24,6 +24,7 @@ struct HeartbeatEntry;
 struct Counters {
   std::uint64_t lookupsVerified = 0;      // lookups answered by Redis (empty input included)
   std::uint64_t lookupsUnknown = 0;       // lookups answered from the pending map only
+  std::uint64_t lookupRoundTrips = 0;     // Redis round trips of lookups (one pipeline each)
   std::uint64_t redisErrors = 0;          // failed Redis calls, timeouts included
   std::uint64_t redisTimeouts = 0;        // of which deadlines
   std::uint64_t breakerOpened = 0;        // times the breaker opened
