@@ -1,0 +1,296 @@
+#!/usr/bin/env bash
+# The one benchmark command: installs what is missing from Debian, builds streamlock and its
+# benchmarks in Release into build-bench/, starts a throwaway Redis and PostgreSQL on free loopback
+# ports, prints the machine, runs each benchmark (printing its exact command line and its
+# library-versus-raw table), and stops and removes both servers whatever happens.
+#
+# Usage: bench/run.sh [--build-dir DIR] [--profile] [--] [BENCHMARK ARGS...]
+#   --build-dir DIR, -B DIR   build directory (default: <repo>/build-bench)
+#   --profile                 afterwards, run the 1,000-chat reconciliation and its raw floor under
+#                             valgrind --tool=callgrind and print where the instructions go
+#   -h, --help                this text
+#   BENCHMARK ARGS            passed to every benchmark, e.g. --benchmark_filter=lookup/.*/1000
+# Environment:
+#   STREAMLOCK_BENCH_MIN_TIME     --benchmark_min_time per repetition, seconds (default 0.3)
+#   STREAMLOCK_BENCH_REPETITIONS  --benchmark_repetitions (default 5; the tables use the median)
+#
+# The benchmarks get STREAMLOCK_BENCH_REDIS_URL and STREAMLOCK_BENCH_DATABASE_URL (superuser
+# "postgres", trust auth). The whole run takes about two minutes on two cores.
+set -euo pipefail
+
+PACKAGES=(
+  build-essential cmake pkg-config procps
+  libhiredis-dev libpq-dev libfmt-dev libbenchmark-dev
+  redis-server postgresql
+)
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BUILD_DIR=$ROOT/build-bench
+PROFILE=0
+BENCH_ARGS=()
+RUN_DIR=""        # temp dir holding both servers' data, removed on exit
+REDIS_PID=""
+PG_DATA=""
+START_TIME=$(date +%s)
+
+log() { printf 'bench/run.sh: %s\n' "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+usage() { sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"; }
+
+parse_args() {
+  while [[ $# -gt 0 ]]; do
+    case $1 in
+      -h|--help) usage; exit 0 ;;
+      -B|--build-dir) [[ $# -ge 2 ]] || die "$1 needs a directory"; BUILD_DIR=$2; shift 2 ;;
+      --build-dir=*) BUILD_DIR=${1#*=}; shift ;;
+      --profile) PROFILE=1; shift ;;
+      --) shift; BENCH_ARGS+=("$@"); break ;;
+      *) BENCH_ARGS+=("$1"); shift ;;
+    esac
+  done
+  [[ $BUILD_DIR = /* ]] || BUILD_DIR=$PWD/$BUILD_DIR
+}
+
+# Prints a command, then runs it.
+run() {
+  printf '+ %s\n' "$(printf '%q ' "$@")"
+  "$@"
+}
+
+# As root, run a command as the postgres user (initdb and postgres refuse to run as root).
+as_postgres() {
+  if [[ $EUID -eq 0 ]]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+install_packages() {
+  local wanted=("${PACKAGES[@]}") missing=() pkg
+  [[ $PROFILE -eq 0 ]] || wanted+=(valgrind)
+  for pkg in "${wanted[@]}"; do
+    [[ $(dpkg-query -W -f='${db:Status-Status}' "$pkg" 2>/dev/null) = installed ]] || missing+=("$pkg")
+  done
+  [[ ${#missing[@]} -eq 0 ]] && return
+  log "installing ${missing[*]}"
+  local sudo=()
+  [[ $EUID -eq 0 ]] || sudo=(sudo)
+  "${sudo[@]}" apt-get update
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
+}
+
+configure_and_build() {
+  local args=(-S "$ROOT" -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release -DSTREAMLOCK_BUILD_BENCHMARKS=ON
+              -DSTREAMLOCK_BUILD_TESTS=OFF -DSTREAMLOCK_BUILD_EXAMPLES=OFF -DSTREAMLOCK_WARNINGS_AS_ERRORS=ON)
+  if [[ ! -f $BUILD_DIR/CMakeCache.txt ]]; then
+    if command -v ninja >/dev/null; then args+=(-G Ninja); else args+=(-G "Unix Makefiles"); fi
+  fi
+  run cmake "${args[@]}"
+  run cmake --build "$BUILD_DIR" --parallel "$(nproc)"
+}
+
+# A random loopback port that nothing listens on (outside the ephemeral range).
+free_port() {
+  local port
+  while :; do
+    port=$((20000 + RANDOM % 12000))
+    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null || { echo "$port"; return; }
+  done
+}
+
+# Waits up to 20 s for a command to succeed, while the process PID (if given) is alive.
+wait_until() {
+  local pid=$1; shift
+  local i
+  for ((i = 0; i < 200; i++)); do
+    "$@" >/dev/null 2>&1 && return 0
+    [[ -z $pid ]] || kill -0 "$pid" 2>/dev/null || return 1
+    sleep 0.1
+  done
+  return 1
+}
+
+redis_answers() { [[ $(redis-cli -h 127.0.0.1 -p "$1" ping 2>/dev/null) = PONG ]]; }
+
+start_redis() {
+  local dir=$RUN_DIR/redis attempt port
+  mkdir -p "$dir"
+  for attempt in 1 2 3 4 5; do
+    port=$(free_port)
+    redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --daemonize no \
+      --dir "$dir" --logfile "$dir/redis.log" </dev/null >>"$dir/redis.out" 2>&1 &
+    REDIS_PID=$!
+    if wait_until "$REDIS_PID" redis_answers "$port"; then
+      export STREAMLOCK_BENCH_REDIS_URL="redis://127.0.0.1:$port/0"
+      log "redis-server pid $REDIS_PID on 127.0.0.1:$port"
+      return
+    fi
+    stop_redis
+    log "redis-server did not start on port $port (attempt $attempt)"
+  done
+  die "could not start redis-server"
+}
+
+stop_redis() {
+  [[ -n $REDIS_PID ]] || return 0
+  kill "$REDIS_PID" 2>/dev/null || true
+  wait "$REDIS_PID" 2>/dev/null || true
+  REDIS_PID=""
+}
+
+# The newest PostgreSQL server installed (bookworm: 15).
+pg_bindir() {
+  local dir
+  dir=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+  [[ -x $dir/initdb ]] || die "no PostgreSQL server under /usr/lib/postgresql"
+  echo "$dir"
+}
+
+start_postgres() {
+  local bin dir=$RUN_DIR/postgres attempt port
+  bin=$(pg_bindir)
+  mkdir -p "$dir"
+  [[ $EUID -ne 0 ]] || chown postgres: "$dir"
+  PG_DATA=$dir/data
+  as_postgres "$bin/initdb" -D "$PG_DATA" -U postgres --auth=trust --encoding=UTF8 --locale=C \
+    --no-sync >"$dir/initdb.log" 2>&1 || { cat "$dir/initdb.log" >&2; die "initdb failed"; }
+  # A throwaway cluster: durability off, so the figures measure the statement, not the disk.
+  as_postgres tee -a "$PG_DATA/postgresql.conf" >/dev/null <<EOF
+listen_addresses = '127.0.0.1'
+unix_socket_directories = '$dir'
+fsync = off
+synchronous_commit = off
+full_page_writes = off
+EOF
+  local pg_ctl=("$bin/pg_ctl" -D "$PG_DATA" -w -t 60)
+  [[ $EUID -ne 0 ]] || pg_ctl=(runuser -u postgres -- "${pg_ctl[@]}")
+  for attempt in 1 2 3 4 5; do
+    port=$(free_port)
+    as_postgres sed -i "/^port = /d" "$PG_DATA/postgresql.conf"
+    echo "port = $port" | as_postgres tee -a "$PG_DATA/postgresql.conf" >/dev/null
+    if "${pg_ctl[@]}" -l "$dir/postgres.log" start >/dev/null &&
+       wait_until "" "$bin/pg_isready" -q -h 127.0.0.1 -p "$port"; then
+      break
+    fi
+    log "PostgreSQL did not start on port $port (attempt $attempt)"
+    stop_postgres
+    [[ $attempt -lt 5 ]] || die "could not start PostgreSQL"
+  done
+  local url="postgresql://postgres@127.0.0.1:$port"
+  "$bin/psql" -X -q -v ON_ERROR_STOP=1 "$url/postgres" -c 'CREATE DATABASE streamlock_bench'
+  export STREAMLOCK_BENCH_DATABASE_URL="$url/streamlock_bench"
+  log "PostgreSQL $(basename "$(dirname "$bin")") on 127.0.0.1:$port, data in $PG_DATA"
+}
+
+stop_postgres() {
+  [[ -n $PG_DATA && -f $PG_DATA/postmaster.pid ]] || return 0
+  local pg_ctl
+  pg_ctl=$(pg_bindir)/pg_ctl
+  as_postgres "$pg_ctl" -D "$PG_DATA" -w -t 30 -m fast stop >/dev/null 2>&1 ||
+    as_postgres "$pg_ctl" -D "$PG_DATA" -w -t 30 -m immediate stop >/dev/null 2>&1 || true
+}
+
+print_machine() {
+  echo "== machine"
+  echo "nproc: $(nproc)"
+  echo "cpu: $(sed -n '/^model name/{s/^model name[[:space:]]*: //p;q}' /proc/cpuinfo)"
+  echo "kernel: $(uname -srm)"
+  echo "compiler: $(c++ --version | head -n 1)"
+  echo "redis-server: $(redis-server --version | sed 's/^Redis server //')"
+  echo "postgres: $("$(pg_bindir)/postgres" --version)"
+  echo "packages: $(dpkg-query -W -f='${Package} ${Version}; ' libhiredis-dev libpq-dev libbenchmark-dev)"
+  echo "note: Google Benchmark's '***WARNING*** Library was built as DEBUG' is about Debian's libbenchmark"
+  echo "      build; streamlock and the benchmarks are built Release (-O3 -DNDEBUG)"
+  echo "load average: $(cut -d' ' -f1-3 /proc/loadavg) (other work on the machine makes wall times noisy)"
+  echo "redis: $STREAMLOCK_BENCH_REDIS_URL  postgres: $STREAMLOCK_BENCH_DATABASE_URL"
+}
+
+run_benchmarks() {
+  local flags=(--benchmark_min_time="${STREAMLOCK_BENCH_MIN_TIME:-0.3}"
+               --benchmark_repetitions="${STREAMLOCK_BENCH_REPETITIONS:-5}"
+               --benchmark_enable_random_interleaving=true
+               --benchmark_display_aggregates_only=true
+               --benchmark_counters_tabular=true)
+  local bench
+  for bench in bench_lookup bench_lock bench_repair; do
+    echo
+    echo "== $bench"
+    run "$BUILD_DIR/bench/$bench" "${flags[@]}" "${BENCH_ARGS[@]}"
+  done
+}
+
+# Sums the calls to the functions whose name matches PATTERN in a callgrind output file.
+callgrind_calls() {
+  awk -v PATTERN="$1" '
+    /^c?fn=\(/ {
+      id = $0; sub(/^c?fn=/, "", id); name = id
+      sub(/\).*/, ")", id); sub(/^\([0-9]+\) ?/, "", name)
+      if (name != "") names[id] = name
+      if ($0 ~ /^cfn=/) callee = names[id]
+      next
+    }
+    /^calls=/ { if (callee ~ PATTERN) { n = $0; sub(/^calls=/, "", n); sub(/ .*/, "", n); total += n } }
+    END { print total + 0 }' "$2"
+}
+
+# User-space instructions per call of each 1,000-chat lookup benchmark, and where the library's
+# reconciliation spends them. Deterministic, unlike the wall-clock figures on a shared machine;
+# syscalls and waiting for Redis are not in these counts.
+profile() {
+  local out=$RUN_DIR/callgrind fn toggle divisor total calls
+  mkdir -p "$out"
+  echo
+  echo "== profile: valgrind --tool=callgrind, instructions (Ir) per call, 1,000 chats"
+  for fn in raw_mget raw_mget_map lib_get_active lib_reconcile; do
+    case $fn in
+      raw_mget) toggle='*rawMget(*'; divisor='^redisGetReply$' ;;
+      raw_mget_map) toggle='*rawMgetMap(*'; divisor='^redisGetReply$' ;;
+      lib_get_active) toggle='*libGetActive(*'; divisor='Client::getActiveChatStreamIds' ;;
+      lib_reconcile) toggle='*libReconcile(*'; divisor='Client::reconcileChatStreamMarkers' ;;
+    esac
+    run valgrind --tool=callgrind --callgrind-out-file="$out/$fn.out" --toggle-collect="$toggle" \
+      "$BUILD_DIR/bench/bench_lookup" --benchmark_filter="^lookup/$fn/1000/" \
+      --benchmark_min_time=0.5 --benchmark_repetitions=1 >"$out/$fn.log" 2>&1 || { cat "$out/$fn.log"; return 1; }
+    total=$(callgrind_annotate "$out/$fn.out" 2>/dev/null | awk '/PROGRAM TOTALS/ && !done { gsub(",", "", $1); print $1; done = 1 }')
+    calls=$(callgrind_calls "$divisor" "$out/$fn.out")
+    printf '%-16s %10d Ir per call (%d calls)\n' "$fn" "$((total / calls))" "$calls"
+  done
+  echo
+  echo "-- lib_reconcile/1000: inclusive Ir per call of the library's functions and their callees"
+  calls=$(callgrind_calls 'Client::reconcileChatStreamMarkers' "$out/lib_reconcile.out")
+  callgrind_annotate --tree=calling --inclusive=yes "$out/lib_reconcile.out" 2>/dev/null | awk -v calls="$calls" '
+    /^[ 0-9,]+\([ 0-9.]+%\)  \* / { show = ($0 ~ /libReconcile\(|streamlock::/) }
+    show {
+      ir = $1; gsub(",", "", ir)
+      if (ir !~ /^[0-9]+$/) { print ""; next }
+      sub(/^[ 0-9,]+\([ 0-9.]+%\)  /, "")
+      sub(/\(std::.*\) \[/, "(...) [")  # drop long argument lists
+      if (ir / calls >= 5000) printf "%9d  %s\n", ir / calls, substr($0, 1, 150)
+    }'
+}
+
+cleanup() {
+  local rc=$?
+  trap - EXIT INT TERM
+  stop_redis
+  stop_postgres
+  [[ -z $RUN_DIR ]] || rm -rf "$RUN_DIR"
+  log "wall time $(($(date +%s) - START_TIME)) s, exit status $rc"
+  exit "$rc"
+}
+
+main() {
+  parse_args "$@"
+  trap cleanup EXIT
+  trap 'exit 130' INT
+  trap 'exit 143' TERM
+  install_packages
+  configure_and_build
+
+  RUN_DIR=$(mktemp -d /tmp/streamlock-bench.XXXXXX)
+  chmod 755 "$RUN_DIR"  # the postgres user must reach its data dir inside
+  start_redis
+  start_postgres
+  print_machine
+  run_benchmarks
+  [[ $PROFILE -eq 0 ]] || profile
+}
+
+main "$@"
