@@ -1,8 +1,11 @@
 #include <hiredis/hiredis.h>
 
+#include <algorithm>
+#include <charconv>
 #include <utility>
 
 #include "client_state.h"
+#include "reconcile_one.h"
 #include "redis_reply.h"
 #include "streamlock/error.h"
 
@@ -83,7 +86,9 @@ Options validated(Options options) {
       invalidOption("repair table and column names must be non-empty identifiers");
     }
   }
-  if (options.repair.timeout <= Milliseconds{0}) invalidOption("repair.timeout must be positive");
+  if (options.repair.lockTimeout <= Milliseconds{0} || options.repair.statementTimeout <= Milliseconds{0}) {
+    invalidOption("repair.lockTimeout and repair.statementTimeout must be positive");
+  }
   if (!options.logger) options.logger = logToStderr;
   return options;
 }
@@ -108,10 +113,9 @@ ClientState::ClientState(Options options)
     // Repairs get sessions whose server-side timeouts abort a statement blocked on a row lock.
     PostgresOptions repair = options_.postgres;
     repair.poolSize = options_.repair.poolSize;
-    repair.acquireTimeout = options_.repair.timeout;
-    std::string bound = std::to_string(options_.repair.timeout.count()) + "ms";
-    repair.settings.emplace_back("lock_timeout", bound);
-    repair.settings.emplace_back("statement_timeout", bound);
+    repair.acquireTimeout = options_.repair.lockTimeout;
+    repair.settings.emplace_back("lock_timeout", std::to_string(options_.repair.lockTimeout.count()) + "ms");
+    repair.settings.emplace_back("statement_timeout", std::to_string(options_.repair.statementTimeout.count()) + "ms");
     repairPostgres_ = std::make_unique<PgPool>(std::move(repair), logger_);
   }
 }
@@ -123,11 +127,12 @@ void ClientState::countRedisFailure(const Error& error) noexcept {
   if (error.code() == ErrorCode::Timeout) bump(counters_.redisTimeouts);
 }
 
-ActiveStreams ClientState::lookup(const std::vector<std::string>& chatIds) noexcept {
-  ActiveStreams out;
+LookupStatus ClientState::lookup(const std::vector<const std::string*>& chatIds,
+                                std::vector<std::string>& owners) noexcept {
+  owners.clear();
   if (chatIds.empty()) {
     bump(counters_.lookupsVerified);
-    return out;
+    return LookupStatus::Verified;
   }
   try {
     if (redis_ && !shutDown_) {
@@ -137,10 +142,10 @@ ActiveStreams ClientState::lookup(const std::vector<std::string>& chatIds) noexc
         bump(counters_.breakerShortCircuits);
       } else {
         try {
-          out.owners = mget(chatIds, now + options_.redis.lookupDeadline);
+          owners = mget(chatIds, now + options_.redis.lookupDeadline);
           breaker_.succeeded(admission);
           bump(counters_.lookupsVerified);
-          return out;
+          return LookupStatus::Verified;
         } catch (const Error& e) {
           if (e.code() == ErrorCode::PoolExhausted || e.code() == ErrorCode::ShutDown) {
             breaker_.inconclusive(admission);
@@ -156,42 +161,64 @@ ActiveStreams ClientState::lookup(const std::vector<std::string>& chatIds) noexc
         }
       }
     }
-    out.status = LookupStatus::Unknown;
-    out.owners = pending_.owners(chatIds);
+    owners.assign(chatIds.size(), std::string());
+    if (pending_.size() > 0) {
+      for (std::size_t i = 0; i < chatIds.size(); ++i) {
+        if (auto owner = pending_.owner(*chatIds[i])) owners[i] = std::move(*owner);
+      }
+    }
   } catch (const std::exception& e) {
-    out.status = LookupStatus::Unknown;
-    out.owners.clear();
+    owners.assign(chatIds.size(), std::string());
     log(LogLevel::Error, "lock lookup failed unexpectedly: {}", e.what());
   }
   bump(counters_.lookupsUnknown);
-  return out;
+  return LookupStatus::Unknown;
 }
 
-std::unordered_map<std::string, std::string> ClientState::mget(const std::vector<std::string>& chatIds,
-                                                               Deadline deadline) {
-  std::vector<std::string> keys;
-  keys.reserve(chatIds.size());
-  for (const auto& chatId : chatIds) keys.push_back(lockKey(chatId));
+namespace {
 
+// "<tag><number>\r\n", the RESP array and bulk-string headers.
+void appendHeader(std::string& resp, char tag, std::size_t number) {
+  char digits[24];
+  auto end = std::to_chars(digits, digits + sizeof digits, number).ptr;
+  resp += tag;
+  resp.append(digits, end);
+  resp += "\r\n";
+}
+
+}  // namespace
+
+std::vector<std::string> ClientState::mget(const std::vector<const std::string*>& chatIds, Deadline deadline) {
+  // The whole pipeline of MGETs encoded as RESP in one buffer: keys are written in place, with no
+  // per-key strings and no per-argument formatting.
+  const std::string& prefix = options_.lock.keyPrefix;
   const std::size_t chunk = options_.redis.mgetChunkSize;
-  std::vector<Argv> commands;
-  for (std::size_t begin = 0; begin < keys.size(); begin += chunk) {
-    std::size_t end = std::min(keys.size(), begin + chunk);
-    Argv& command = commands.emplace_back();
-    command.reserve(end - begin + 1);
-    command.emplace_back("MGET");
-    for (std::size_t i = begin; i < end; ++i) command.emplace_back(keys[i]);
+  std::size_t size = 0;
+  for (const std::string* id : chatIds) size += prefix.size() + id->size() + 16;
+  std::string resp;
+  resp.reserve(size + 32 * (chatIds.size() / chunk + 1));
+  std::size_t commands = 0;
+  for (std::size_t begin = 0; begin < chatIds.size(); begin += chunk, ++commands) {
+    std::size_t end = std::min(chatIds.size(), begin + chunk);
+    appendHeader(resp, '*', end - begin + 1);
+    resp += "$4\r\nMGET\r\n";
+    for (std::size_t i = begin; i < end; ++i) {
+      appendHeader(resp, '$', prefix.size() + chatIds[i]->size());
+      resp += prefix;
+      resp += *chatIds[i];
+      resp += "\r\n";
+    }
   }
 
   for (int attempt = 0;; ++attempt) {
     auto lease = redis_->acquire(deadline);
     try {
       bump(counters_.lookupRoundTrips);
-      std::vector<Reply> replies = lease->pipeline(commands, deadline);
-      std::unordered_map<std::string, std::string> owners;
+      std::vector<Reply> replies = lease->pipelineEncoded(resp, commands, deadline);
+      std::vector<std::string> owners(chatIds.size());
       for (std::size_t c = 0; c < replies.size(); ++c) {
         std::size_t begin = c * chunk;
-        interpretMgetReply(replies[c].get(), chatIds, begin, std::min(chatIds.size(), begin + chunk), owners);
+        interpretMgetReply(replies[c].get(), begin, std::min(chatIds.size(), begin + chunk), owners);
       }
       return owners;
     } catch (const Error& e) {
@@ -272,7 +299,23 @@ Client::Client(Options options) : state_(std::make_shared<detail::ClientState>(s
 Client::~Client() { shutdown(); }
 
 ActiveStreams Client::getActiveChatStreamIds(const std::vector<std::string>& chatIds) noexcept {
-  return state_->lookup(chatIds);
+  ActiveStreams out;
+  try {
+    std::vector<const std::string*> ids;
+    ids.reserve(chatIds.size());
+    for (const auto& id : chatIds) ids.push_back(&id);
+    std::vector<std::string> owners;
+    out.status = state_->lookup(ids, owners);
+    for (std::size_t i = 0; i < owners.size(); ++i) {
+      if (!owners[i].empty()) out.owners.emplace(chatIds[i], std::move(owners[i]));
+    }
+  } catch (const std::exception& e) {
+    // Only allocation can fail here.
+    state_->log(LogLevel::Error, "lock lookup failed unexpectedly: {}", e.what());
+    out.status = LookupStatus::Unknown;
+    out.owners.clear();
+  }
+  return out;
 }
 
 ReconcileResult Client::reconcileChatStreamMarkers(const std::vector<MarkerCandidate>& candidates,
@@ -280,15 +323,22 @@ ReconcileResult Client::reconcileChatStreamMarkers(const std::vector<MarkerCandi
   ReconcileResult result;
   try {
     // Only a persisted marker needs a lock to back it.
-    std::vector<std::string> marked;
+    auto marked = [](const MarkerCandidate& c) { return c.marker && !c.marker->empty(); };
+    std::vector<const std::string*> ids;
+    ids.reserve(candidates.size());
     for (const auto& candidate : candidates) {
-      if (candidate.marker && !candidate.marker->empty()) marked.push_back(candidate.chatId);
+      if (marked(candidate)) ids.push_back(&candidate.chatId);
     }
-    ActiveStreams active = state_->lookup(marked);
-    result.status = active.status;
-    result.markers = reconcileMarkers(candidates, active);
+    std::vector<std::string> owners;
+    result.status = state_->lookup(ids, owners);
+    result.markers.reserve(candidates.size());
+    std::size_t next = 0;
+    for (const auto& candidate : candidates) {
+      std::string owner = marked(candidate) ? std::move(owners[next++]) : std::string();
+      result.markers.push_back(detail::reconcileOne(candidate, result.status, std::move(owner)));
+    }
 
-    if (options.repair && active.status == LookupStatus::Verified) {
+    if (options.repair && result.status == LookupStatus::Verified) {
       std::vector<StaleMarker> stale;
       for (const auto& marker : result.markers) {
         if (marker.staleMarker) stale.push_back({marker.chatId, *marker.staleMarker});

@@ -89,8 +89,10 @@ class ClientState {
   std::string lockKey(const std::string& chatId) const { return options_.lock.keyPrefix + chatId; }
 
   // The lookup (client.cpp).
-  ActiveStreams lookup(const std::vector<std::string>& chatIds) noexcept;
-  std::unordered_map<std::string, std::string> mget(const std::vector<std::string>& chatIds, Deadline deadline);
+  // owners[i] becomes the owner of *chatIds[i] (lock owner, or local owner when unknown), empty
+  // for none. Positional, so that no map is built on the read path.
+  LookupStatus lookup(const std::vector<const std::string*>& chatIds, std::vector<std::string>& owners) noexcept;
+  std::vector<std::string> mget(const std::vector<const std::string*>& chatIds, Deadline deadline);
   RedisStatus redisStatus() noexcept;
   void countRedisFailure(const Error& error) noexcept;
 

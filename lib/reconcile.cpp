@@ -1,5 +1,7 @@
 #include "streamlock/reconcile.h"
 
+#include "reconcile_one.h"
+
 namespace streamlock {
 
 const char* toString(LookupStatus status) noexcept {
@@ -15,15 +17,7 @@ const char* toString(MarkerState state) noexcept {
   return "?";
 }
 
-namespace {
-
-const std::string* ownerOf(const ActiveStreams& active, const std::string& chatId) {
-  auto it = active.owners.find(chatId);
-  if (it == active.owners.end() || it->second.empty()) return nullptr;
-  return &it->second;
-}
-
-ReconciledMarker reconcileOne(const MarkerCandidate& candidate, const ActiveStreams& active) {
+ReconciledMarker detail::reconcileOne(const MarkerCandidate& candidate, LookupStatus status, std::string&& owner) {
   ReconciledMarker out;
   out.chatId = candidate.chatId;
   // A null marker is inactive whatever the lock says: a lock without a marker is a stream
@@ -31,29 +25,30 @@ ReconciledMarker reconcileOne(const MarkerCandidate& candidate, const ActiveStre
   if (!candidate.marker || candidate.marker->empty()) return out;
 
   const std::string& marker = *candidate.marker;
-  const std::string* owner = ownerOf(active, candidate.chatId);
-  if (active.status == LookupStatus::Verified) {
-    if (owner) {
+  if (status == LookupStatus::Verified) {
+    if (!owner.empty()) {
       out.state = MarkerState::Active;
-      out.streamId = *owner;  // the lock owner wins over a stale persisted value
+      out.streamId = std::move(owner);  // the lock owner wins over a stale persisted value
     } else {
       out.staleMarker = marker;
     }
     return out;
   }
   // Unknown: only a local owner equal to the marker proves the stream alive.
+  out.state = owner == marker ? MarkerState::Active : MarkerState::Unknown;
   out.streamId = marker;
-  out.state = (owner && *owner == marker) ? MarkerState::Active : MarkerState::Unknown;
   return out;
 }
-
-}  // namespace
 
 std::vector<ReconciledMarker> reconcileMarkers(const std::vector<MarkerCandidate>& candidates,
                                                const ActiveStreams& active) {
   std::vector<ReconciledMarker> out;
   out.reserve(candidates.size());
-  for (const auto& candidate : candidates) out.push_back(reconcileOne(candidate, active));
+  for (const auto& candidate : candidates) {
+    auto owner = active.owners.find(candidate.chatId);
+    out.push_back(detail::reconcileOne(candidate, active.status,
+                                       owner == active.owners.end() ? std::string() : std::string(owner->second)));
+  }
   return out;
 }
 

@@ -119,13 +119,18 @@ void RedisConnection::fail(const std::string& what) {
   throw Error(ErrorCode::ConnectionLost, "Redis connection failed: " + what);
 }
 
-void RedisConnection::flush(Deadline deadline) {
+// Writes the buffered commands and reads one reply for each, all before the deadline.
+std::vector<Reply> RedisConnection::exchange(std::size_t count, Deadline deadline) {
   int done = 0;
   for (;;) {
     if (redisBufferWrite(context_, &done) == REDIS_ERR) fail(context_->errstr);
-    if (done) return;
+    if (done) break;
     if (!waitForFd(context_->fd, POLLOUT, deadline)) fail("timeout");
   }
+  std::vector<Reply> replies;
+  replies.reserve(count);
+  for (std::size_t i = 0; i < count; ++i) replies.push_back(readReply(deadline));
+  return replies;
 }
 
 Reply RedisConnection::readReply(Deadline deadline) {
@@ -153,11 +158,13 @@ std::vector<Reply> RedisConnection::pipeline(const std::vector<Argv>& commands, 
       fail("cannot format the command");
     }
   }
-  flush(deadline);
-  std::vector<Reply> replies;
-  replies.reserve(commands.size());
-  for (std::size_t i = 0; i < commands.size(); ++i) replies.push_back(readReply(deadline));
-  return replies;
+  return exchange(commands.size(), deadline);
+}
+
+std::vector<Reply> RedisConnection::pipelineEncoded(std::string_view resp, std::size_t count, Deadline deadline) {
+  if (broken_) throw Error(ErrorCode::ConnectionLost, "Redis connection is broken");
+  if (redisAppendFormattedCommand(context_, resp.data(), resp.size()) != REDIS_OK) fail("cannot buffer the commands");
+  return exchange(count, deadline);
 }
 
 Reply RedisConnection::command(const Argv& argv, Deadline deadline) {

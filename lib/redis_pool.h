@@ -39,6 +39,8 @@ class RedisConnection {
   // Error replies are returned, not thrown. Throws Error(Timeout, ConnectionLost).
   std::vector<Reply> pipeline(const std::vector<Argv>& commands, Deadline deadline);
   Reply command(const Argv& argv, Deadline deadline);
+  // Sends `count` commands already encoded as RESP in one buffer, as one pipeline.
+  std::vector<Reply> pipelineEncoded(std::string_view resp, std::size_t count, Deadline deadline);
 
   bool broken() const noexcept { return broken_; }
   bool deadWhileIdle() const noexcept;
@@ -46,7 +48,7 @@ class RedisConnection {
  private:
   explicit RedisConnection(redisContext* context) : context_(context) {}
   [[noreturn]] void fail(const std::string& what);
-  void flush(Deadline deadline);
+  std::vector<Reply> exchange(std::size_t count, Deadline deadline);
   Reply readReply(Deadline deadline);
 
   redisContext* context_;

@@ -32,11 +32,10 @@ void throwIfError(const redisReply* reply) {
   throw Error(ErrorCode::ServerError, "Redis error: " + std::string(message.substr(0, 200)));
 }
 
-void interpretMgetReply(const redisReply* reply, const std::vector<std::string>& chatIds, std::size_t begin,
-                        std::size_t end, std::unordered_map<std::string, std::string>& owners) {
+void interpretMgetReply(const redisReply* reply, std::size_t begin, std::size_t end, std::vector<std::string>& owners) {
   throwIfError(reply);
   if (reply->type != REDIS_REPLY_ARRAY) throw Error(ErrorCode::ServerError, "MGET answered with a non-array reply");
-  if (end < begin || end > chatIds.size() || reply->elements != end - begin) {
+  if (end < begin || end > owners.size() || reply->elements != end - begin) {
     throw Error(ErrorCode::ServerError, "MGET answered with the wrong number of values");
   }
   for (std::size_t i = 0; i < reply->elements; ++i) {
@@ -47,7 +46,7 @@ void interpretMgetReply(const redisReply* reply, const std::vector<std::string>&
         break;
       case REDIS_REPLY_STRING:
         // An empty lock value counts as no owner.
-        if (value->len > 0) owners[chatIds[begin + i]] = std::string(value->str, value->len);
+        if (value->len > 0) owners[begin + i].assign(value->str, value->len);
         break;
       default:
         throw Error(ErrorCode::ServerError, "MGET answered with a value that is not a string");

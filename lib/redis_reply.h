@@ -2,19 +2,17 @@
 
 #include <cstddef>
 #include <string>
-#include <unordered_map>
 #include <vector>
 
 struct redisReply;
 
 namespace streamlock::detail {
 
-// Interprets one MGET reply for chatIds[begin, end): adds chatId -> owner for every string value
-// that is not empty. A nil or empty value means no owner.
+// Interprets one MGET reply for the keys [begin, end) of a batch: owners[begin + i] = value i.
+// A nil or empty value means no owner and leaves owners[begin + i] as it was (empty).
 // Throws Error(Unsupported) for a Redis Cluster redirection or CROSSSLOT error, Error(ServerError)
 // for any other error reply, and Error(ServerError) for a reply of the wrong type or length.
-void interpretMgetReply(const redisReply* reply, const std::vector<std::string>& chatIds, std::size_t begin,
-                        std::size_t end, std::unordered_map<std::string, std::string>& owners);
+void interpretMgetReply(const redisReply* reply, std::size_t begin, std::size_t end, std::vector<std::string>& owners);
 
 // Throws Error(ServerError) (or Unsupported for cluster errors) when reply is an error reply;
 // a null reply throws Error(ConnectionLost).

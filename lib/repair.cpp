@@ -74,7 +74,7 @@ RepairResult ClientState::repair(const std::vector<StaleMarker>& markers) noexce
     std::string sql = repairStatement();
     PgResult result = repairPostgres_->execute(
         sql, {textArray(markers, &StaleMarker::chatId), textArray(markers, &StaleMarker::marker)},
-        options_.repair.timeout * 2);
+        options_.repair.statementTimeout + options_.repair.lockTimeout);
     out.cleared = result.affectedRows();
     bump(counters_.markersRepaired, out.cleared);
     if (out.cleared > 0) log(LogLevel::Info, "repaired {} stale stream markers", out.cleared);

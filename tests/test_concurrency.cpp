@@ -47,7 +47,7 @@ TEST_CASE("many threads on shared and distinct chats keep every invariant") {
   auto options = test::clientOptions(test::redisUrl(), log);
   options.postgres.conninfo = test::databaseUrl();
   options.repair.table = chats.name();
-  options.repair.timeout = 5s;               // rows are contended here; deadlines are tested elsewhere
+  options.repair.lockTimeout = 5s;           // rows are contended here; deadlines are tested elsewhere
   options.redis.lookupDeadline = 5s;         // and this must hold under TSan
   options.redis.commandTimeout = 5s;
   options.lock.ttl = 5s;

@@ -4,7 +4,7 @@
 
 #include <memory>
 #include <string>
-#include <unordered_map>
+#include <vector>
 #include <vector>
 
 #include "redis_reply.h"
@@ -16,7 +16,7 @@ using streamlock::detail::interpretMgetReply;
 using streamlock::detail::isIntegerOne;
 using streamlock::detail::isNoScript;
 using streamlock::detail::throwIfError;
-using Owners = std::unordered_map<std::string, std::string>;
+using Owners = std::vector<std::string>;  // owners[i]: the lock value of key i, empty for none
 
 namespace {
 
@@ -40,9 +40,9 @@ const std::string nil = "$-1\r\n";
 
 ErrorCode mgetError(const std::string& resp, const std::vector<std::string>& chats) {
   const Reply reply = parse(resp);
-  Owners owners;
+  Owners owners(chats.size());
   try {
-    interpretMgetReply(reply.get(), chats, 0, chats.size(), owners);
+    interpretMgetReply(reply.get(), 0, owners.size(), owners);
   } catch (const Error& error) {
     return error.code();
   }
@@ -62,48 +62,47 @@ ErrorCode errorOf(const redisReply* reply) {
 
 }  // namespace
 
-TEST_CASE("MGET: a string value is the owner", "[unit]") {
+TEST_CASE("MGET: a string value is the owner of the key at its position", "[unit]") {
   const Reply reply = parse("*2\r\n" + bulk("stream-a") + bulk("stream-b"));
-  Owners owners;
-  interpretMgetReply(reply.get(), {"chat-a", "chat-b"}, 0, 2, owners);
-  CHECK(owners == Owners{{"chat-a", "stream-a"}, {"chat-b", "stream-b"}});
+  Owners owners(2);
+  interpretMgetReply(reply.get(), 0, 2, owners);
+  CHECK(owners == Owners{"stream-a", "stream-b"});
 }
 
 TEST_CASE("MGET: nil means no owner", "[unit]") {
   const Reply reply = parse("*3\r\n" + nil + bulk("stream-b") + nil);
-  Owners owners;
-  interpretMgetReply(reply.get(), {"chat-a", "chat-b", "chat-c"}, 0, 3, owners);
-  CHECK(owners == Owners{{"chat-b", "stream-b"}});
+  Owners owners(3);
+  interpretMgetReply(reply.get(), 0, 3, owners);
+  CHECK(owners == Owners{"", "stream-b", ""});
 }
 
 TEST_CASE("MGET: an empty string means no owner", "[unit]") {
   const Reply reply = parse("*2\r\n" + bulk("") + bulk("stream-b"));
-  Owners owners;
-  interpretMgetReply(reply.get(), {"chat-a", "chat-b"}, 0, 2, owners);
-  CHECK(owners == Owners{{"chat-b", "stream-b"}});
+  Owners owners(2);
+  interpretMgetReply(reply.get(), 0, 2, owners);
+  CHECK(owners == Owners{"", "stream-b"});
 }
 
 TEST_CASE("MGET: all nil gives no owners", "[unit]") {
   const Reply reply = parse("*2\r\n" + nil + nil);
-  Owners owners;
-  interpretMgetReply(reply.get(), {"chat-a", "chat-b"}, 0, 2, owners);
-  CHECK(owners.empty());
+  Owners owners(2);
+  interpretMgetReply(reply.get(), 0, 2, owners);
+  CHECK(owners == Owners{"", ""});
 }
 
-TEST_CASE("MGET: a chunk answers for chatIds begin to end and adds to the owners", "[unit]") {
-  const std::vector<std::string> chats{"chat-0", "chat-1", "chat-2", "chat-3", "chat-4"};
-  Owners owners{{"chat-0", "stream-0"}};  // from the previous chunk
+TEST_CASE("MGET: a chunk answers for the keys begin to end and leaves the others", "[unit]") {
+  Owners owners{"stream-0", "", "", "", ""};  // position 0 from the previous chunk
   const Reply reply = parse("*2\r\n" + bulk("stream-2") + nil);
-  interpretMgetReply(reply.get(), chats, 2, 4, owners);
-  CHECK(owners == Owners{{"chat-0", "stream-0"}, {"chat-2", "stream-2"}});
+  interpretMgetReply(reply.get(), 2, 4, owners);
+  CHECK(owners == Owners{"stream-0", "", "stream-2", "", ""});
 }
 
 TEST_CASE("MGET: values are binary-safe strings", "[unit]") {
   const std::string owner = std::string("str\0eam", 7) + " \xc3\xa9";
   const Reply reply = parse("*1\r\n" + bulk(owner));
-  Owners owners;
-  interpretMgetReply(reply.get(), {"chat-a"}, 0, 1, owners);
-  CHECK(owners.at("chat-a") == owner);
+  Owners owners(1);
+  interpretMgetReply(reply.get(), 0, 1, owners);
+  CHECK(owners.at(0) == owner);
 }
 
 TEST_CASE("MGET: a reply of the wrong length is a server error", "[unit]") {

@@ -142,7 +142,7 @@ class Client {
   // started in between has a marker but a lock the lookup did not see, and repair would clear it.
   //
   // Only candidates with a marker are looked up. Never throws; a repair failure is logged, counted
-  // and reported in the result. Blocks at most lookupDeadline + repair.timeout (+ a PostgreSQL
+  // and reported in the result. Blocks at most lookupDeadline + the repair bound below (+ a PostgreSQL
   // connection wait when repairing).
   ReconcileResult reconcileChatStreamMarkers(const std::vector<MarkerCandidate>& candidates,
                                              const ReconcileOptions& options = {}) noexcept;
@@ -150,7 +150,8 @@ class Client {
   // Compare-and-clear of all the given markers in ONE statement:
   //   UPDATE table SET marker = NULL WHERE (id, marker) matches a given pair.
   // Writes only the marker column. Never throws; needs PostgreSQL configured (else failed).
-  // Blocks at most a PostgreSQL connection wait + repair.timeout (+ a one-time column-type lookup).
+  // Blocks at most repair.lockTimeout (waiting for a repair connection) + repair.statementTimeout +
+  // repair.lockTimeout, plus a one-time column-type lookup.
   RepairResult repairStaleMarkers(const std::vector<StaleMarker>& markers) noexcept;
 
   // Writer side: SET key streamId NX EX ttl, and records the stream in the pending map.

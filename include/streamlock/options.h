@@ -70,9 +70,12 @@ struct RepairOptions {
   std::string table = "copilot_chats";
   std::string idColumn = "id";
   std::string markerColumn = "conversation_id";
-  // Bound of the one repair statement: its sessions run with lock_timeout and statement_timeout
-  // set to this, and the client stops waiting after twice this (then drops the connection).
-  Milliseconds timeout{100};
+  // lock_timeout of the repair sessions: a repair blocked by another transaction's row lock gives
+  // up after this, and a later read retries it.
+  Milliseconds lockTimeout{100};
+  // statement_timeout of the repair sessions, for very large batches (clearing 5,000 markers
+  // takes about 0.1 s); the client stops waiting shortly after it and drops the connection.
+  Milliseconds statementTimeout{1000};
   // Connections of the repair pool, separate from the main pool because of those settings.
   std::size_t poolSize = 2;
 };
