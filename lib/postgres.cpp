@@ -324,6 +324,12 @@ PgPool::PgPool(PostgresOptions options, Logger logger)
 PgPool::~PgPool() { state_->close(); }
 
 PgResult PgPool::execute(std::string_view sql, const PgParams& params, std::optional<Milliseconds> timeout) {
+  // libpq takes text parameters as C strings: a NUL would silently cut the value.
+  for (const auto& p : params) {
+    if (p && p->find('\0') != std::string::npos) {
+      throw Error(ErrorCode::InvalidArgument, "a statement parameter contains a NUL byte");
+    }
+  }
   return state_->execute(sql, params, timeout.value_or(state_->statementTimeout()));
 }
 

@@ -125,6 +125,15 @@ TEST_CASE("a SQL error is a ServerError with its SQLSTATE and the pool still wor
   CHECK(pool.execute("SELECT 1").value(0, 0) == "1");
 }
 
+TEST_CASE("a parameter holding a NUL byte is an invalid argument, never a truncated value") {
+  test::CapturedLog log;
+  PgPool pool(poolOptions(1), log.logger());
+  const auto error = errorOf([&] { pool.execute("SELECT $1::text", {std::string("own\0junk", 8)}); });
+  REQUIRE(error);
+  CHECK(error->code() == ErrorCode::InvalidArgument);
+  CHECK(pool.execute("SELECT $1::text", {"own"}).value(0, 0) == "own");
+}
+
 TEST_CASE("a statement past its deadline is a Timeout, cancelled on the server, and the pool still works") {
   test::TestDb db;
   test::CapturedLog log;

@@ -50,6 +50,7 @@ Serves the mothership chat API with active-stream markers reconciled against Red
   --threads N               HTTP worker threads, one per open connection (default 256)
   --pg-pool-size N          PostgreSQL connections (default min(threads, 16))
   --redis-timeout-ms N      deadline of one Redis lookup on the read path (default 250)
+  --pg-timeout-ms N         deadline of one PostgreSQL statement (default 5000)
   --lock-ttl-s N            stream-lock TTL in seconds (default 60)
   --seed-demo               insert a demo user, workspace and chats, and print a bearer token
   --help                    show this text
@@ -110,6 +111,11 @@ ParsedFlags parseFlags(int argc, const char* const* argv, const EnvLookup& env) 
       long ms = 0;
       if (!parseNumber(value, ms) || ms <= 0 || ms > 60000) return invalid();
       config.redisTimeout = std::chrono::milliseconds{ms};
+    } else if (arg == "--pg-timeout-ms") {
+      if (!takeValue()) return missing();
+      long ms = 0;
+      if (!parseNumber(value, ms) || ms <= 0 || ms > 600000) return invalid();
+      config.pgTimeout = std::chrono::milliseconds{ms};
     } else if (arg == "--lock-ttl-s") {
       if (!takeValue()) return missing();
       long seconds = 0;

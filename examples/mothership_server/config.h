@@ -17,6 +17,7 @@ struct ServerConfig {
   std::size_t threads = 256;          // HTTP worker threads; one per open connection
   std::size_t pgPoolSize = 0;         // 0: min(threads, 16)
   std::chrono::milliseconds redisTimeout{250};  // the read path's whole Redis lookup
+  std::chrono::milliseconds pgTimeout{5000};    // client-side deadline of one SQL statement
   std::chrono::seconds lockTtl{60};
   bool seedDemo = false;
 };

@@ -17,7 +17,9 @@
 #include <streamlock/error.h>
 
 #include "config.h"
+#include "http_server.h"
 #include "metrics.h"
+#include "request.h"
 #include "routes.h"
 #include "schema.h"
 
@@ -40,34 +42,61 @@ streamlock::Options clientOptions(const ServerConfig& config) {
   options.redis.connectTimeout = config.redisTimeout;
   options.postgres.conninfo = config.databaseUrl;
   options.postgres.poolSize = config.pgPoolSize;
+  options.postgres.statementTimeout = config.pgTimeout;
   options.lock.ttl = config.lockTtl;
   return options;
 }
 
-void configureHttp(httplib::Server& server, const ServerConfig& config, const mothership::Router& router) {
-  // One pooled thread serves one connection until it closes or times out: a pool larger than the
-  // number of slow clients, and short read and keep-alive timeouts, keep them from starving others.
-  const auto threads = config.threads;
-  server.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
-  server.set_read_timeout(5, 0);
-  server.set_write_timeout(5, 0);
-  server.set_keep_alive_timeout(3);
-  server.set_keep_alive_max_count(100);
-  server.set_payload_max_length(64 * 1024);
+// Connection handling that slow, idle, flooding or queueing clients cannot exhaust (http_server.h):
+// at most `threads` connections are served at once, the next ones queue (up to 4 per thread, at
+// least 256; beyond that 503), and idle ones give their thread up as soon as others queue.
+mothership::HttpLimits httpLimits(const ServerConfig& config) {
+  mothership::HttpLimits limits;
+  limits.threads = config.threads;
+  limits.maxQueued = config.threads * 4 < 256 ? 256 : config.threads * 4;
+  return limits;
+}
 
-  // Every request without a body is routed here, by hand. A request with a body is left to httplib
-  // so that it reads the body off the connection; it then reaches the error handler as a 404.
+// RFC 9112 section 6.3: every Content-Length valid and equal, and none beside a Transfer-Encoding.
+// Anything else is answered 400 (and its connection closed), whatever the route.
+// (Values from the header map itself: get_header_value() would cut them at a NUL byte.)
+bool unambiguousFraming(const httplib::Request& req) {
+  const auto [first, last] = req.headers.equal_range("Content-Length");
+  if (first != last && req.has_header("Transfer-Encoding")) return false;
+  for (auto it = first; it != last; ++it) {
+    if (!mothership::isValidContentLength(it->second) || it->second != first->second) return false;
+  }
+  return true;
+}
+
+void configureHttp(mothership::HttpServer& server, const mothership::Router& router) {
+  // Every request is routed here, by hand, and httplib never reads a body: a request with one
+  // (none of the routes takes one) is answered like any other (404, 405, or the GET route) and
+  // its connection closed after the response, so that its unread body is never taken for the next
+  // request. httplib thus never parses a body (multipart, chunked) at all.
   server.set_pre_routing_handler([&router](const httplib::Request& req, httplib::Response& res) {
     const bool hasBody = req.has_header("Transfer-Encoding") ||
                          (req.has_header("Content-Length") && req.get_header_value("Content-Length") != "0");
-    if (hasBody) return httplib::Server::HandlerResponse::Unhandled;
-    router.handle(req, res);
+    if (!unambiguousFraming(req)) {
+      res.status = 400;
+      router.completeLibraryError(req, res);
+    } else {
+      router.handle(req, res);
+    }
+    if (hasBody || res.status == 400) {
+      res.set_header("Connection", "close");
+      mothership::HttpServer::closeAfterResponse();
+    }
     return httplib::Server::HandlerResponse::Handled;
   });
+  // httplib's own errors (a malformed request line or header, a request line over 8 KiB) get a
+  // JSON body; the connection closes after them, since the rest of the request was not read.
   server.set_error_handler(httplib::Server::HandlerWithResponse(
       [&router](const httplib::Request& req, httplib::Response& res) {
-        return router.completeLibraryError(req, res) ? httplib::Server::HandlerResponse::Handled
-                                                     : httplib::Server::HandlerResponse::Unhandled;
+        if (!router.completeLibraryError(req, res)) return httplib::Server::HandlerResponse::Unhandled;
+        res.set_header("Connection", "close");
+        mothership::HttpServer::closeAfterResponse();
+        return httplib::Server::HandlerResponse::Handled;
       }));
 }
 
@@ -123,8 +152,8 @@ int main(int argc, char** argv) {
 
   mothership::Metrics metrics;
   const mothership::Router router(*client, metrics);
-  httplib::Server server;
-  configureHttp(server, config, router);
+  mothership::HttpServer server(httpLimits(config));
+  configureHttp(server, router);
   const int port = bind(server, config);
   if (port < 0) {
     fmt::print(stderr, "{}: cannot listen on {}:{}\n", kProgram, config.host, config.port);

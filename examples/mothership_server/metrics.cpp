@@ -30,6 +30,8 @@ std::string Metrics::render(const streamlock::Counters& c, streamlock::BreakerSt
   out += "# HELP streamlock_lookups_total Lock lookups by outcome.\n# TYPE streamlock_lookups_total counter\n";
   out += fmt::format("streamlock_lookups_total{{status=\"verified\"}} {}\n", c.lookupsVerified);
   out += fmt::format("streamlock_lookups_total{{status=\"unknown\"}} {}\n", c.lookupsUnknown);
+  counter(out, "streamlock_lookup_round_trips_total", "Redis round trips of lock lookups (one pipeline each).",
+          c.lookupRoundTrips);
   counter(out, "streamlock_redis_errors_total", "Failed Redis calls, timeouts included.", c.redisErrors);
   counter(out, "streamlock_redis_timeouts_total", "Redis calls that hit their deadline.", c.redisTimeouts);
   counter(out, "streamlock_breaker_opened_total", "Times the Redis circuit breaker opened.", c.breakerOpened);

@@ -1,6 +1,7 @@
 #include "routes.h"
 
 #include <chrono>
+#include <iterator>
 #include <optional>
 #include <string>
 #include <vector>
@@ -14,6 +15,7 @@
 #include "metrics.h"
 #include "page.h"
 #include "queries.h"
+#include "request.h"
 
 namespace mothership {
 namespace {
@@ -21,42 +23,6 @@ namespace {
 using Json = nlohmann::ordered_json;  // keeps the contract's key order
 
 constexpr auto kJson = "application/json";
-constexpr std::size_t kMaxTokenLength = 1024;
-
-enum class Route { Page, Health, Metrics, ChatList, Chat, Unmatched };
-
-struct Match {
-  Route route = Route::Unmatched;
-  std::string_view chatId;  // for Route::Chat
-};
-
-constexpr std::string_view kChatsPath = "/api/mothership/chats";
-
-Match matchRoute(std::string_view path) {
-  if (path == "/") return {Route::Page, {}};
-  if (path == "/healthz") return {Route::Health, {}};
-  if (path == "/metrics") return {Route::Metrics, {}};
-  if (path == kChatsPath) return {Route::ChatList, {}};
-  if (path.size() > kChatsPath.size() + 1 && path.compare(0, kChatsPath.size(), kChatsPath) == 0 &&
-      path[kChatsPath.size()] == '/') {
-    const auto chatId = path.substr(kChatsPath.size() + 1);
-    if (chatId.find('/') == std::string_view::npos) return {Route::Chat, chatId};
-  }
-  return {};
-}
-
-// What logs and metrics call a route: its template, never the raw path.
-const char* routeTemplate(Route route) {
-  switch (route) {
-    case Route::Page: return "/";
-    case Route::Health: return "/healthz";
-    case Route::Metrics: return "/metrics";
-    case Route::ChatList: return "/api/mothership/chats";
-    case Route::Chat: return "/api/mothership/chats/{chatId}";
-    case Route::Unmatched: break;
-  }
-  return "unmatched";
-}
 
 std::string dump(const Json& json) { return json.dump(-1, ' ', false, Json::error_handler_t::replace); }
 
@@ -95,78 +61,15 @@ void databaseFailure(httplib::Response& res, const std::exception& error, const 
              libraryError != nullptr ? streamlock::toString(libraryError->code()) : "exception", error.what());
 }
 
-bool equalsIgnoreCase(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) return false;
-  for (std::size_t i = 0; i < a.size(); ++i) {
-    const auto lower = [](char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c; };
-    if (lower(a[i]) != lower(b[i])) return false;
-  }
-  return true;
-}
-
-// The token of "Authorization: Bearer <token>"; nullopt when the header is missing or malformed.
+// The token of "Authorization: Bearer <token>"; nullopt when the header is missing, repeated or
+// malformed (request.h). httplib has percent-decoded the header value: a "%0d%0a" in it is CR LF here,
+// and refused like any other control byte.
+// The value is taken from the header map itself: httplib's get_header_value() goes through a C
+// string and would cut "<token>%00junk" down to a valid "<token>".
 std::optional<std::string> bearerToken(const httplib::Request& req) {
-  if (req.get_header_value_count("Authorization") != 1) return std::nullopt;
-  const std::string header = req.get_header_value("Authorization");
-  const std::string_view value = header;
-  constexpr std::string_view kScheme = "Bearer ";
-  if (value.size() <= kScheme.size() || !equalsIgnoreCase(value.substr(0, kScheme.size()), kScheme)) {
-    return std::nullopt;
-  }
-  const auto token = value.substr(kScheme.size());
-  if (token.size() > kMaxTokenLength) return std::nullopt;
-  for (const char c : token) {
-    if (c <= ' ' || c > '~') return std::nullopt;
-  }
-  return std::string(token);
-}
-
-struct ListForm {
-  std::string workspaceId;
-  Scope scope = Scope::Active;
-  const char* error = nullptr;  // set when the request's form is wrong (400)
-};
-
-// How often `key` occurs in the raw query string. httplib's parsed params fold repeated identical
-// pairs ("a=1&a=1") into one, so repetitions are counted here.
-std::size_t queryKeyCount(const httplib::Request& req, std::string_view key) {
-  const auto question = req.target.find('?');
-  if (question == std::string::npos) return 0;
-  std::string_view query(req.target);
-  query.remove_prefix(question + 1);
-  query = query.substr(0, query.find('#'));
-  std::size_t count = 0;
-  while (!query.empty()) {
-    const auto amp = query.find('&');
-    const auto pair = query.substr(0, amp);
-    const auto name = pair.substr(0, pair.find('='));
-    if (!name.empty() && httplib::detail::decode_url(std::string(name), true) == key) ++count;
-    if (amp == std::string_view::npos) break;
-    query.remove_prefix(amp + 1);
-  }
-  return count;
-}
-
-ListForm readListForm(const httplib::Request& req) {
-  ListForm form;
-  if (queryKeyCount(req, "workspaceId") > 1 || queryKeyCount(req, "scope") > 1) {
-    form.error = "workspaceId and scope may each be given once";
-    return form;
-  }
-  form.workspaceId = req.get_param_value("workspaceId");
-  if (form.workspaceId.empty()) {
-    form.error = "workspaceId is required";
-    return form;
-  }
-  if (req.has_param("scope")) {
-    const auto scope = req.get_param_value("scope");
-    if (scope == "archived") {
-      form.scope = Scope::Archived;
-    } else if (scope != "active") {
-      form.error = "scope must be active or archived";
-    }
-  }
-  return form;
+  const auto [first, last] = req.headers.equal_range("Authorization");
+  if (first == last || std::next(first) != last) return std::nullopt;
+  return parseBearerToken(first->second);
 }
 
 // ---- handlers ----
@@ -205,20 +108,27 @@ void serveMetrics(streamlock::Client& client, const Metrics& metrics, httplib::R
 void serveChatList(streamlock::Client& client, const httplib::Request& req, httplib::Response& res) {
   const auto token = bearerToken(req);
   if (!token) return unauthorized(res);
-  const auto form = readListForm(req);
+  // The form is read from the raw query string with one grammar for counting and reading the
+  // parameters (request.h), never from httplib's parsed params, which fold and trim pairs.
+  const auto form = readListForm(queryOf(req.target));
+  const auto scope = form.archived ? Scope::Archived : Scope::Active;
   try {
     auto& db = *client.postgres();
-    if (form.error != nullptr) {
+    if (form.error != nullptr || form.noSuchWorkspace) {
       if (!isValidToken(db, *token)) return unauthorized(res);
+      // A workspaceId that PostgreSQL text cannot hold (NUL, invalid UTF-8) names no workspace:
+      // 403 as for any unknown workspace, without sending it to the database (where a NUL would
+      // truncate it and invalid UTF-8 would fail the statement).
+      if (form.error == nullptr) return sendError(res, 403, "Workspace access denied");
       return sendError(res, 400, form.error);
     }
-    const auto list = listChats(db, *token, form.workspaceId, form.scope);
+    const auto list = listChats(db, *token, form.workspaceId, scope);
     if (list.access == Access::Unauthorized) return unauthorized(res);
     if (list.access == Access::Forbidden) return sendError(res, 403, "Workspace access denied");
 
     // Archived chats are not reconciled: they show no active stream.
     std::vector<std::optional<std::string>> activeStreamIds(list.chats.size());
-    if (form.scope == Scope::Active) {
+    if (scope == Scope::Active) {
       std::vector<streamlock::MarkerCandidate> candidates;
       candidates.reserve(list.chats.size());
       for (const auto& chat : list.chats) candidates.push_back({chat.id, chat.marker});

@@ -63,8 +63,8 @@ class PgPool {
   // Blocks at most acquireTimeout + 2 x (connectTimeout + timeout); timeout defaults to
   // options.statementTimeout. On expiry the connection is dropped (which ends the statement once
   // the server notices) and Error(Timeout) thrown; use server settings for a server-side bound.
-  // Throws Error: PoolExhausted, ConnectFailed, Timeout, ConnectionLost, ServerError (with the
-  // SQLSTATE), ShutDown.
+  // Throws Error: InvalidArgument (a parameter holding a NUL byte, which text cannot carry),
+  // PoolExhausted, ConnectFailed, Timeout, ConnectionLost, ServerError (with the SQLSTATE), ShutDown.
   PgResult execute(std::string_view sql, const PgParams& params = {},
                    std::optional<Milliseconds> timeout = std::nullopt);
 

@@ -495,6 +495,56 @@ void Redis::deleteLock(const std::string& chatId) {
   freeReplyObject(reply);
 }
 
+namespace {
+// Sends every command before reading any reply: one round trip for the whole batch.
+void pipeline(redisContext* context, const std::vector<std::vector<std::string>>& commands) {
+  for (const auto& args : commands) {
+    std::vector<const char*> argv;
+    std::vector<size_t> lengths;
+    for (const auto& arg : args) {
+      argv.push_back(arg.data());
+      lengths.push_back(arg.size());
+    }
+    if (redisAppendCommandArgv(context, static_cast<int>(argv.size()), argv.data(), lengths.data()) != REDIS_OK) {
+      throw std::runtime_error("Redis pipeline append failed");
+    }
+  }
+  for (std::size_t i = 0; i < commands.size(); ++i) {
+    void* raw = nullptr;
+    if (redisGetReply(context, &raw) != REDIS_OK || raw == nullptr) throw std::runtime_error("Redis pipeline failed");
+    auto* reply = static_cast<redisReply*>(raw);
+    const bool error = reply->type == REDIS_REPLY_ERROR;
+    freeReplyObject(reply);
+    if (error) throw std::runtime_error("Redis pipeline command failed");
+  }
+}
+}  // namespace
+
+void Redis::setLocks(const std::vector<std::pair<std::string, std::string>>& locks, int ttlSeconds) {
+  std::vector<std::vector<std::string>> commands;
+  commands.reserve(locks.size());
+  for (const auto& [chatId, owner] : locks) {
+    commands.push_back({"SET", lockKey(chatId), owner, "EX", std::to_string(ttlSeconds)});
+  }
+  pipeline(context_, commands);
+}
+
+void Redis::deleteLocks(const std::vector<std::string>& chatIds) {
+  std::vector<std::vector<std::string>> commands;
+  commands.reserve(chatIds.size());
+  for (const auto& chatId : chatIds) commands.push_back({"DEL", lockKey(chatId)});
+  pipeline(context_, commands);
+}
+
+std::string Redis::info(const std::string& section) {
+  auto* reply = static_cast<redisReply*>(redisCommand(context_, "INFO %s", section.c_str()));
+  if (reply == nullptr) throw std::runtime_error("Redis INFO failed");
+  std::string text;
+  if (reply->type == REDIS_REPLY_STRING || reply->type == REDIS_REPLY_STATUS) text.assign(reply->str, reply->len);
+  freeReplyObject(reply);
+  return text;
+}
+
 // ---- PrivateRedis ----
 
 PrivateRedis::PrivateRedis() {

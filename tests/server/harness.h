@@ -13,6 +13,7 @@
 #include <optional>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include <httplib.h>
@@ -180,6 +181,11 @@ class Redis {
   void setLock(const std::string& chatId, const std::string& owner, int ttlSeconds = 60);
   std::optional<std::string> lockOwner(const std::string& chatId);
   void deleteLock(const std::string& chatId);
+  // Many locks (chatId, owner) or deletions in one pipeline: one round trip however many.
+  void setLocks(const std::vector<std::pair<std::string, std::string>>& locks, int ttlSeconds = 60);
+  void deleteLocks(const std::vector<std::string>& chatIds);
+  // The text of INFO <section>, e.g. "commandstats".
+  std::string info(const std::string& section);
 
  private:
   redisContext* context_;
