@@ -3,16 +3,28 @@
 # builds streamlock with warnings as errors, starts a throwaway Redis and PostgreSQL on free
 # loopback ports, runs ctest against them, and stops and removes both servers whatever happens.
 #
-# Usage: tests/run.sh [--build-dir DIR] [--] [CTEST ARGS...]
-#   --build-dir DIR, -B DIR   build directory (default: $STREAMLOCK_BUILD_DIR, else <repo>/build)
+# Usage: tests/run.sh [--sanitize address|thread | --fuzz [SECONDS]] [--build-dir DIR] [--] [CTEST ARGS...]
+#   --sanitize address        ASan + UBSan + LeakSanitizer (STREAMLOCK_SANITIZE="address;undefined"),
+#                             Debug build in <repo>/build-asan unless --build-dir is given
+#   --sanitize thread         ThreadSanitizer (STREAMLOCK_SANITIZE=thread, suppressions in
+#                             tests/tsan.supp), Debug build in <repo>/build-tsan
+#   --fuzz [SECONDS]          the libFuzzer targets of tests/fuzz (clang, ASan + UBSan), each run
+#                             SECONDS (default 10) from its seed corpus; ctest label "fuzz", build in
+#                             <repo>/build-fuzz; no servers are started
+#   --build-dir DIR, -B DIR   build directory (default: $STREAMLOCK_BUILD_DIR, else <repo>/build;
+#                             with --sanitize or --fuzz: the directory named above)
 #   -h, --help                this text
 #   CTEST ARGS                passed to ctest after `--output-on-failure -j2`,
 #                             e.g. `tests/run.sh -R lookup` or `tests/run.sh -L package`
+# Under --sanitize and --fuzz any sanitizer report fails the test that printed it: ASAN_OPTIONS,
+# UBSAN_OPTIONS and TSAN_OPTIONS are set to halt on the first report and abort (or exit 66).
+# Options already in the environment are appended, so they win (e.g. ASAN_OPTIONS=detect_leaks=0).
 # Environment:
-#   STREAMLOCK_BUILD_DIR      build directory
-#   STREAMLOCK_BUILD_TYPE     CMAKE_BUILD_TYPE (default: none, CMake's default)
+#   STREAMLOCK_BUILD_DIR      build directory of the plain mode
+#   STREAMLOCK_BUILD_TYPE     CMAKE_BUILD_TYPE (default: none, CMake's default; Debug under
+#                             --sanitize, RelWithDebInfo under --fuzz)
 #   STREAMLOCK_CMAKE_ARGS     extra configure arguments, split on spaces,
-#                             e.g. "-DSTREAMLOCK_SANITIZE=address;undefined"
+#                             e.g. "-DSTREAMLOCK_BUILD_EXAMPLES=OFF"
 #   STREAMLOCK_TEST_TIMEOUT   ctest timeout of tests that set none (seconds, default 600)
 #
 # The tests get: STREAMLOCK_TEST_REDIS_URL, STREAMLOCK_TEST_REDIS_SERVER, STREAMLOCK_TEST_DATABASE_URL
@@ -24,11 +36,15 @@ set -euo pipefail
 PACKAGES=(
   build-essential cmake pkg-config procps
   libhiredis-dev libpq-dev libfmt-dev catch2 libcpp-httplib-dev nlohmann-json3-dev
-  redis-server postgresql postgresql-contrib
+  redis-server postgresql postgresql-contrib chromium
 )
+# What --fuzz needs on top: clang and its runtimes (libFuzzer, ASan, UBSan).
+FUZZ_PACKAGES=(clang libclang-rt-dev)
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-BUILD_DIR=${STREAMLOCK_BUILD_DIR:-$ROOT/build}
+BUILD_DIR=""      # from --build-dir, else chosen by the mode
+MODE=plain        # plain | address | thread | fuzz
+FUZZ_SECONDS=10
 RUN_DIR=""        # temp dir holding both servers' data, removed on exit
 REDIS_PID=""
 PG_DATA=""
@@ -46,11 +62,52 @@ parse_args() {
       -h|--help) usage; exit 0 ;;
       -B|--build-dir) [[ $# -ge 2 ]] || die "$1 needs a directory"; BUILD_DIR=$2; shift 2 ;;
       --build-dir=*) BUILD_DIR=${1#*=}; shift ;;
+      --sanitize) [[ $# -ge 2 ]] || die "$1 needs address or thread"; set_mode "$2"; shift 2 ;;
+      --sanitize=*) set_mode "${1#*=}"; shift ;;
+      --fuzz)
+        set_mode fuzz; shift
+        if [[ $# -gt 0 && $1 =~ ^[0-9]+$ ]]; then FUZZ_SECONDS=$1; shift; fi ;;
+      --fuzz=*) set_mode fuzz; FUZZ_SECONDS=${1#*=}; shift ;;
       --) shift; CTEST_ARGS+=("$@"); break ;;
       *) CTEST_ARGS+=("$1"); shift ;;
     esac
   done
+  [[ $FUZZ_SECONDS =~ ^[0-9]+$ && $FUZZ_SECONDS -gt 0 ]] || die "--fuzz needs a whole number of seconds"
+  if [[ -z $BUILD_DIR ]]; then
+    case $MODE in
+      plain) BUILD_DIR=${STREAMLOCK_BUILD_DIR:-$ROOT/build} ;;
+      address) BUILD_DIR=$ROOT/build-asan ;;
+      thread) BUILD_DIR=$ROOT/build-tsan ;;
+      fuzz) BUILD_DIR=$ROOT/build-fuzz ;;
+    esac
+  fi
   [[ $BUILD_DIR = /* ]] || BUILD_DIR=$PWD/$BUILD_DIR
+}
+
+set_mode() {
+  [[ $MODE = plain || $MODE = "$1" ]] || die "--sanitize and --fuzz do not combine; run them one after the other"
+  case $1 in
+    address|thread|fuzz) MODE=$1 ;;
+    *) die "--sanitize takes address (ASan + UBSan) or thread (TSan), not '$1'" ;;
+  esac
+}
+
+# Any sanitizer report ends the process with a failure status, so that ctest counts it. The
+# options are harmless for uninstrumented programs (psql, redis-server); user options come last.
+export_sanitizer_options() {
+  # abort_on_error: a report ends in SIGABRT even where a program catches exit codes.
+  # detect_leaks: LeakSanitizer at exit (and after each fuzz input that leaks).
+  local asan=halt_on_error=1:abort_on_error=1:detect_leaks=1:strict_string_checks=1
+  asan+=:check_initialization_order=1:strict_init_order=1
+  # Catches a thread or callback using a dead stack frame; costs the fuzzers 2-3x their speed.
+  [[ $MODE = fuzz ]] || asan+=:detect_stack_use_after_return=1
+  local ubsan=halt_on_error=1:abort_on_error=1:print_stacktrace=1:report_error_type=1
+  # exitcode=66 (TSan's default, made explicit) with halt_on_error: the first race fails the test.
+  local tsan=halt_on_error=1:exitcode=66:second_deadlock_stack=1:history_size=4
+  tsan+=:suppressions=$ROOT/tests/tsan.supp
+  export ASAN_OPTIONS=$asan${ASAN_OPTIONS:+:$ASAN_OPTIONS}
+  export UBSAN_OPTIONS=$ubsan${UBSAN_OPTIONS:+:$UBSAN_OPTIONS}
+  export TSAN_OPTIONS=$tsan${TSAN_OPTIONS:+:$TSAN_OPTIONS}
 }
 
 # As root, run a command as the postgres user (initdb and postgres refuse to run as root).
@@ -59,8 +116,9 @@ as_postgres() {
 }
 
 install_packages() {
-  local missing=() pkg
-  for pkg in "${PACKAGES[@]}"; do
+  local missing=() pkg wanted=("${PACKAGES[@]}")
+  [[ $MODE != fuzz ]] || wanted+=("${FUZZ_PACKAGES[@]}")
+  for pkg in "${wanted[@]}"; do
     [[ $(dpkg-query -W -f='${db:Status-Status}' "$pkg" 2>/dev/null) = installed ]] || missing+=("$pkg")
   done
   [[ ${#missing[@]} -eq 0 ]] && return
@@ -73,13 +131,32 @@ install_packages() {
 
 configure_and_build() {
   local args=(-S "$ROOT" -B "$BUILD_DIR" -DSTREAMLOCK_WARNINGS_AS_ERRORS=ON -DBUILD_SHARED_LIBS=ON)
-  # A build dir keeps its generator; only a fresh one chooses.
+  local build_type=${STREAMLOCK_BUILD_TYPE:-}
+  # A build dir keeps its generator and compiler; only a fresh one chooses.
   if [[ ! -f $BUILD_DIR/CMakeCache.txt ]]; then
     if command -v ninja >/dev/null; then args+=(-G Ninja); else args+=(-G "Unix Makefiles"); fi
+    [[ $MODE != fuzz ]] || args+=(-DCMAKE_CXX_COMPILER=clang++)
   fi
-  [[ -z ${STREAMLOCK_BUILD_TYPE:-} ]] || args+=("-DCMAKE_BUILD_TYPE=$STREAMLOCK_BUILD_TYPE")
+  case $MODE in
+    address) args+=("-DSTREAMLOCK_SANITIZE=address;undefined"); build_type=${build_type:-Debug} ;;
+    thread) args+=(-DSTREAMLOCK_SANITIZE=thread); build_type=${build_type:-Debug} ;;
+    fuzz)
+      # The library (static, so the fuzzers link only what they use) and the fuzzers, nothing else.
+      args+=("-DSTREAMLOCK_SANITIZE=address;undefined" -DSTREAMLOCK_BUILD_FUZZERS=ON
+             "-DSTREAMLOCK_FUZZ_SECONDS=$FUZZ_SECONDS" -DBUILD_SHARED_LIBS=OFF
+             -DSTREAMLOCK_BUILD_TESTS=OFF -DSTREAMLOCK_BUILD_EXAMPLES=OFF -DSTREAMLOCK_INSTALL=OFF)
+      build_type=${build_type:-RelWithDebInfo} ;;
+  esac
+  [[ -z $build_type ]] || args+=("-DCMAKE_BUILD_TYPE=$build_type")
   local extra=()
   read -r -a extra <<<"${STREAMLOCK_CMAKE_ARGS:-}"
+  if [[ $MODE = fuzz ]]; then
+    export CC=clang CXX=clang++
+    if [[ -f $BUILD_DIR/CMakeCache.txt ]] &&
+       ! grep -q '^CMAKE_CXX_COMPILER:.*clang' "$BUILD_DIR/CMakeCache.txt"; then
+      die "$BUILD_DIR was configured with another compiler than clang: remove it, or pick another --build-dir"
+    fi
+  fi
   cmake "${args[@]}" "${extra[@]}"
   cmake --build "$BUILD_DIR" --parallel "$(nproc)"
 }
@@ -235,7 +312,15 @@ main() {
   trap 'exit 130' INT
   trap 'exit 143' TERM
   install_packages
+  export_sanitizer_options
   configure_and_build
+
+  if [[ $MODE = fuzz ]]; then
+    log "fuzzing each target for $FUZZ_SECONDS s (build dir $BUILD_DIR)"
+    CTEST_ARGS=(-L fuzz "${CTEST_ARGS[@]}")
+    run_ctest
+    return
+  fi
 
   RUN_DIR=$(mktemp -d /tmp/streamlock-run.XXXXXX)
   chmod 755 "$RUN_DIR"  # the postgres user must reach its data dir inside
