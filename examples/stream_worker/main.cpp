@@ -186,6 +186,8 @@ int main(int argc, char** argv) {
   options.postgres.conninfo = config.databaseUrl;
   options.postgres.poolSize = 2;
   options.lock.ttl = std::chrono::seconds{config.lockTtlS};
+  // A writer can wait longer for a connection than a reader's 250 ms lookup deadline.
+  options.redis.connectTimeout = options.redis.commandTimeout;
 
   try {
     streamlock::Client client(options);
@@ -199,6 +201,11 @@ int main(int argc, char** argv) {
     }
     fmt::print("stream {} holds the lock on chat {} (ttl {} s)\n", config.streamId, config.chatId,
                config.lockTtlS);
+
+    // 3. The heartbeat starts at once, so that a slow marker write cannot outlast the TTL; ownership
+    // lost means stop producing.
+    std::atomic<bool> lost{false};
+    auto heartbeat = lock->startHeartbeat([&lost](const std::string&, const std::string&) { lost = true; });
 
     // 2. The marker. If it cannot be written, give up and release the lock.
     bool marked = false;
@@ -217,10 +224,7 @@ int main(int argc, char** argv) {
     fmt::print("marker written: copilot_chats.conversation_id = {}\n", config.streamId);
     std::fflush(stdout);
 
-    // 3. Heartbeat while producing; stop producing as soon as ownership is lost.
-    std::atomic<bool> lost{false};
-    auto heartbeat = lock->startHeartbeat([&lost](const std::string&, const std::string&) { lost = true; });
-
+    // Produce while the heartbeat keeps the lock.
     const auto start = std::chrono::steady_clock::now();
     const auto end = start + std::chrono::seconds{config.durationS};
     std::optional<std::chrono::steady_clock::time_point> crashAt;
