@@ -25,11 +25,13 @@ PACKAGES=(
 )
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=tests/services.sh
+source "$ROOT/tests/services.sh"  # install_debian_packages, start_redis, start_postgres...
 BUILD_DIR=$ROOT/build-bench
 PROFILE=0
 BENCH_ARGS=()
 RUN_DIR=""        # temp dir holding both servers' data, removed on exit
-REDIS_PID=""
+REDIS_PID=""      # set by start_redis and start_postgres (tests/services.sh), for cleanup
 PG_DATA=""
 START_TIME=$(date +%s)
 
@@ -57,23 +59,10 @@ run() {
   "$@"
 }
 
-# As root, run a command as the postgres user (initdb and postgres refuse to run as root).
-as_postgres() {
-  if [[ $EUID -eq 0 ]]; then runuser -u postgres -- "$@"; else "$@"; fi
-}
-
 install_packages() {
-  local wanted=("${PACKAGES[@]}") missing=() pkg
+  local wanted=("${PACKAGES[@]}")
   [[ $PROFILE -eq 0 ]] || wanted+=(valgrind)
-  for pkg in "${wanted[@]}"; do
-    [[ $(dpkg-query -W -f='${db:Status-Status}' "$pkg" 2>/dev/null) = installed ]] || missing+=("$pkg")
-  done
-  [[ ${#missing[@]} -eq 0 ]] && return
-  log "installing ${missing[*]}"
-  local sudo=()
-  [[ $EUID -eq 0 ]] || sudo=(sudo)
-  "${sudo[@]}" apt-get update
-  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
+  install_debian_packages "${wanted[@]}"
 }
 
 configure_and_build() {
@@ -86,105 +75,16 @@ configure_and_build() {
   run cmake --build "$BUILD_DIR" --parallel "$(nproc)"
 }
 
-# A random loopback port that nothing listens on (outside the ephemeral range).
-free_port() {
-  local port
-  while :; do
-    port=$((20000 + RANDOM % 12000))
-    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null || { echo "$port"; return; }
-  done
-}
-
-# Waits up to 20 s for a command to succeed, while the process PID (if given) is alive.
-wait_until() {
-  local pid=$1; shift
-  local i
-  for ((i = 0; i < 200; i++)); do
-    "$@" >/dev/null 2>&1 && return 0
-    [[ -z $pid ]] || kill -0 "$pid" 2>/dev/null || return 1
-    sleep 0.1
-  done
-  return 1
-}
-
-redis_answers() { [[ $(redis-cli -h 127.0.0.1 -p "$1" ping 2>/dev/null) = PONG ]]; }
-
-start_redis() {
-  local dir=$RUN_DIR/redis attempt port
-  mkdir -p "$dir"
-  for attempt in 1 2 3 4 5; do
-    port=$(free_port)
-    redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --daemonize no \
-      --dir "$dir" --logfile "$dir/redis.log" </dev/null >>"$dir/redis.out" 2>&1 &
-    REDIS_PID=$!
-    if wait_until "$REDIS_PID" redis_answers "$port"; then
-      export STREAMLOCK_BENCH_REDIS_URL="redis://127.0.0.1:$port/0"
-      log "redis-server pid $REDIS_PID on 127.0.0.1:$port"
-      return
-    fi
-    stop_redis
-    log "redis-server did not start on port $port (attempt $attempt)"
-  done
-  die "could not start redis-server"
-}
-
-stop_redis() {
-  [[ -n $REDIS_PID ]] || return 0
-  kill "$REDIS_PID" 2>/dev/null || true
-  wait "$REDIS_PID" 2>/dev/null || true
-  REDIS_PID=""
-}
-
-# The newest PostgreSQL server installed (bookworm: 15).
-pg_bindir() {
-  local dir
-  dir=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
-  [[ -x $dir/initdb ]] || die "no PostgreSQL server under /usr/lib/postgresql"
-  echo "$dir"
-}
-
-start_postgres() {
-  local bin dir=$RUN_DIR/postgres attempt port
-  bin=$(pg_bindir)
-  mkdir -p "$dir"
-  [[ $EUID -ne 0 ]] || chown postgres: "$dir"
-  PG_DATA=$dir/data
-  as_postgres "$bin/initdb" -D "$PG_DATA" -U postgres --auth=trust --encoding=UTF8 --locale=C \
-    --no-sync >"$dir/initdb.log" 2>&1 || { cat "$dir/initdb.log" >&2; die "initdb failed"; }
-  # A throwaway cluster: durability off, so the figures measure the statement, not the disk.
-  as_postgres tee -a "$PG_DATA/postgresql.conf" >/dev/null <<EOF
-listen_addresses = '127.0.0.1'
-unix_socket_directories = '$dir'
-fsync = off
-synchronous_commit = off
-full_page_writes = off
-EOF
-  local pg_ctl=("$bin/pg_ctl" -D "$PG_DATA" -w -t 60)
-  [[ $EUID -ne 0 ]] || pg_ctl=(runuser -u postgres -- "${pg_ctl[@]}")
-  for attempt in 1 2 3 4 5; do
-    port=$(free_port)
-    as_postgres sed -i "/^port = /d" "$PG_DATA/postgresql.conf"
-    echo "port = $port" | as_postgres tee -a "$PG_DATA/postgresql.conf" >/dev/null
-    if "${pg_ctl[@]}" -l "$dir/postgres.log" start >/dev/null &&
-       wait_until "" "$bin/pg_isready" -q -h 127.0.0.1 -p "$port"; then
-      break
-    fi
-    log "PostgreSQL did not start on port $port (attempt $attempt)"
-    stop_postgres
-    [[ $attempt -lt 5 ]] || die "could not start PostgreSQL"
-  done
-  local url="postgresql://postgres@127.0.0.1:$port"
-  "$bin/psql" -X -q -v ON_ERROR_STOP=1 "$url/postgres" -c 'CREATE DATABASE streamlock_bench'
+# Starts Redis and PostgreSQL in RUN_DIR, with the streamlock_bench database, for the benchmarks.
+start_services() {
+  start_redis "$RUN_DIR/redis"
+  export STREAMLOCK_BENCH_REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0"
+  # Without pg_stat_statements, as always here: its hook would add to every statement measured.
+  start_postgres "$RUN_DIR/postgres" "shared_preload_libraries = ''"
+  local url="postgresql://postgres@127.0.0.1:$PG_PORT" psql
+  psql=$(pg_bindir)/psql
+  "$psql" -X -q -v ON_ERROR_STOP=1 "$url/postgres" -c 'CREATE DATABASE streamlock_bench'
   export STREAMLOCK_BENCH_DATABASE_URL="$url/streamlock_bench"
-  log "PostgreSQL $(basename "$(dirname "$bin")") on 127.0.0.1:$port, data in $PG_DATA"
-}
-
-stop_postgres() {
-  [[ -n $PG_DATA && -f $PG_DATA/postmaster.pid ]] || return 0
-  local pg_ctl
-  pg_ctl=$(pg_bindir)/pg_ctl
-  as_postgres "$pg_ctl" -D "$PG_DATA" -w -t 30 -m fast stop >/dev/null 2>&1 ||
-    as_postgres "$pg_ctl" -D "$PG_DATA" -w -t 30 -m immediate stop >/dev/null 2>&1 || true
 }
 
 print_machine() {
@@ -286,8 +186,7 @@ main() {
 
   RUN_DIR=$(mktemp -d /tmp/streamlock-bench.XXXXXX)
   chmod 755 "$RUN_DIR"  # the postgres user must reach its data dir inside
-  start_redis
-  start_postgres
+  start_services
   print_machine
   run_benchmarks
   [[ $PROFILE -eq 0 ]] || profile

@@ -9,6 +9,8 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=tests/services.sh
+source "$ROOT/tests/services.sh"  # install_debian_packages, start_redis, start_postgres...
 BUILD_DIR=${BUILD_DIR:-$ROOT/build-demo}
 LOCK_TTL_S=4
 KEEP=0
@@ -29,17 +31,13 @@ else BOLD='' DIM='' YELLOW='' GREEN='' RESET=''; fi
 step() { printf '\n%s==> %s%s\n' "$BOLD" "$*" "$RESET"; }
 say() { printf '    %s\n' "$*"; }
 die() { printf 'demo.sh: %s\n' "$*" >&2; exit 1; }
+log() { say "$DIM$*$RESET"; }  # what tests/services.sh reports: ports, pids, retries
 
-# Runs "$@" until it succeeds, every 0.2 s, for at most $1 seconds.
+# wait_for WHAT SECONDS CMD...: runs CMD until it succeeds, for at most SECONDS.
 wait_for() {
   local what=$1 seconds=$2
   shift 2
-  local tries=$((seconds * 5))
-  for ((i = 0; i < tries; i++)); do
-    if "$@" >/dev/null 2>&1; then return 0; fi
-    sleep 0.2
-  done
-  die "timed out after ${seconds}s waiting for $what (logs in $WORK)"
+  wait_until -t "$seconds" "" "$@" || die "timed out after ${seconds}s waiting for $what (logs in $WORK)"
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -47,16 +45,10 @@ step "Checking the tools the demo needs"
 PACKAGES=(build-essential cmake pkg-config libhiredis-dev libpq-dev libfmt-dev libcpp-httplib-dev
           nlohmann-json3-dev redis-server postgresql curl jq)
 if command -v dpkg >/dev/null; then
-  missing=()
-  for package in "${PACKAGES[@]}"; do
-    dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
-  done
-  if ((${#missing[@]})); then
-    say "Installing with apt-get: ${missing[*]}"
-    SUDO=()
-    [[ $EUID -eq 0 ]] || SUDO=(sudo)
-    "${SUDO[@]}" apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive "${SUDO[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  missing_debian_packages "${PACKAGES[@]}"
+  if ((${#MISSING_PACKAGES[@]})); then
+    say "Installing with apt-get: ${MISSING_PACKAGES[*]}"
+    install_debian_packages --quiet "${MISSING_PACKAGES[@]}"
   else
     say "Everything is installed."
   fi
@@ -64,8 +56,7 @@ fi
 for tool in cmake c++ redis-server redis-cli psql curl jq; do
   command -v "$tool" >/dev/null || die "$tool is missing; install it and run again"
 done
-PGBIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
-[[ -x $PGBIN/initdb ]] || die "PostgreSQL server binaries not found under /usr/lib/postgresql"
+pg_bindir >/dev/null  # dies when there is no PostgreSQL server
 
 # ---------------------------------------------------------------------------------------------
 step "Building the server and the stream worker into ${BUILD_DIR#"$ROOT"/}/"
@@ -82,9 +73,7 @@ say "Built $SERVER"
 # ---------------------------------------------------------------------------------------------
 WORK=$(mktemp -d /tmp/streamlock-demo.XXXXXX)
 chmod 755 "$WORK"
-REDIS_PID='' SERVER_PID='' WORKER_PID='' PG_STARTED=0
-AS_POSTGRES=()
-[[ $EUID -eq 0 ]] && AS_POSTGRES=(runuser -u postgres --)  # initdb refuses to run as root
+REDIS_PID='' PG_DATA='' SERVER_PID='' WORKER_PID=''
 
 cleanup() {
   trap - EXIT INT TERM
@@ -94,47 +83,19 @@ cleanup() {
   if [[ -n $SERVER_PID ]]; then
     kill -TERM "$SERVER_PID" 2>/dev/null && wait "$SERVER_PID" 2>/dev/null
   fi
-  [[ -n $REDIS_PID ]] && kill -KILL "$REDIS_PID" 2>/dev/null && wait "$REDIS_PID" 2>/dev/null
-  if ((PG_STARTED)); then
-    "${AS_POSTGRES[@]}" "$PGBIN/pg_ctl" -D "$WORK/pg/data" -m immediate -w stop >/dev/null 2>&1
-  fi
+  stop_redis
+  stop_postgres
   rm -rf "$WORK"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# A loopback port nobody listens on.
-free_port() {
-  local port
-  for _ in $(seq 1 200); do
-    port=$((20000 + RANDOM % 30000))
-    if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && [[ " ${USED_PORTS:-} " != *" $port "* ]]; then
-      USED_PORTS="${USED_PORTS:-} $port"
-      echo "$port"
-      return
-    fi
-  done
-  die "no free loopback port found"
-}
-REDIS_PORT=$(free_port)
-PG_PORT=$(free_port)
-HTTP_PORT=$(free_port)
-
-step "Starting a throwaway Redis on 127.0.0.1:$REDIS_PORT"
-redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
-  --logfile "$WORK/redis.log" >/dev/null 2>&1 &
-REDIS_PID=$!
-wait_for "Redis" 15 redis-cli -p "$REDIS_PORT" ping
+step "Starting a throwaway Redis"
+start_redis "$WORK/redis"
 say "Redis holds the stream locks: key copilot:chat-stream-lock:<chatId>, value = the stream's id."
 
-step "Starting a throwaway PostgreSQL on 127.0.0.1:$PG_PORT"
-mkdir -p "$WORK/pg"
-[[ $EUID -eq 0 ]] && chown postgres "$WORK/pg"
-"${AS_POSTGRES[@]}" "$PGBIN/initdb" -D "$WORK/pg/data" -U postgres -A trust --no-sync >"$WORK/initdb.log" 2>&1 ||
-  { cat "$WORK/initdb.log" >&2; die "initdb failed"; }
-"${AS_POSTGRES[@]}" "$PGBIN/pg_ctl" -D "$WORK/pg/data" -l "$WORK/pg/server.log" -w \
-  -o "-p $PG_PORT -k $WORK/pg -c listen_addresses=127.0.0.1 -c fsync=off" start >/dev/null
-PG_STARTED=1
+step "Starting a throwaway PostgreSQL"
+start_postgres "$WORK/pg"
 PSQL=(psql -h 127.0.0.1 -p "$PG_PORT" -U postgres -X -q -P null=NULL)
 "${PSQL[@]}" -c "CREATE DATABASE mothership"
 DATABASE_URL_DEMO="postgresql://postgres@127.0.0.1:$PG_PORT/mothership"
@@ -142,6 +103,7 @@ REDIS_URL_DEMO="redis://127.0.0.1:$REDIS_PORT"
 say "PostgreSQL holds the chats; copilot_chats.conversation_id is the \"active stream\" marker."
 
 # ---------------------------------------------------------------------------------------------
+HTTP_PORT=$(free_port)
 step "Starting mothership_server on http://127.0.0.1:$HTTP_PORT (lock TTL ${LOCK_TTL_S}s) with demo data"
 "$SERVER" --listen "127.0.0.1:$HTTP_PORT" --database-url "$DATABASE_URL_DEMO" --redis-url "$REDIS_URL_DEMO" \
   --lock-ttl-s "$LOCK_TTL_S" --seed-demo >"$WORK/server.out" 2>"$WORK/server.log" &

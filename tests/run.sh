@@ -42,11 +42,13 @@ PACKAGES=(
 FUZZ_PACKAGES=(clang libclang-rt-dev)
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=tests/services.sh
+source "$ROOT/tests/services.sh"  # install_debian_packages, start_redis, start_postgres...
 BUILD_DIR=""      # from --build-dir, else chosen by the mode
 MODE=plain        # plain | address | thread | fuzz
 FUZZ_SECONDS=10
 RUN_DIR=""        # temp dir holding both servers' data, removed on exit
-REDIS_PID=""
+REDIS_PID=""      # set by start_redis and start_postgres (tests/services.sh), for cleanup
 PG_DATA=""
 CTEST_PID=""
 START_TIME=$(date +%s)
@@ -110,23 +112,10 @@ export_sanitizer_options() {
   export TSAN_OPTIONS=$tsan${TSAN_OPTIONS:+:$TSAN_OPTIONS}
 }
 
-# As root, run a command as the postgres user (initdb and postgres refuse to run as root).
-as_postgres() {
-  if [[ $EUID -eq 0 ]]; then runuser -u postgres -- "$@"; else "$@"; fi
-}
-
 install_packages() {
-  local missing=() pkg wanted=("${PACKAGES[@]}")
+  local wanted=("${PACKAGES[@]}")
   [[ $MODE != fuzz ]] || wanted+=("${FUZZ_PACKAGES[@]}")
-  for pkg in "${wanted[@]}"; do
-    [[ $(dpkg-query -W -f='${db:Status-Status}' "$pkg" 2>/dev/null) = installed ]] || missing+=("$pkg")
-  done
-  [[ ${#missing[@]} -eq 0 ]] && return
-  log "installing ${missing[*]}"
-  local sudo=()
-  [[ $EUID -eq 0 ]] || sudo=(sudo)
-  "${sudo[@]}" apt-get update
-  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
+  install_debian_packages "${wanted[@]}"
 }
 
 configure_and_build() {
@@ -161,119 +150,23 @@ configure_and_build() {
   cmake --build "$BUILD_DIR" --parallel "$(nproc)"
 }
 
-# A random loopback port that nothing listens on (outside the ephemeral range, so outgoing
-# connections do not take it meanwhile). A server that still loses a race fails to start and
-# the caller tries another port.
-free_port() {
-  local port
-  while :; do
-    port=$((20000 + RANDOM % 12000))
-    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null || { echo "$port"; return; }
-  done
-}
+# Starts Redis and PostgreSQL in RUN_DIR, with the streamlock_test database, for the tests.
+start_services() {
+  start_redis "$RUN_DIR/redis" --enable-debug-command local
+  export STREAMLOCK_TEST_REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0"
+  export STREAMLOCK_TEST_REDIS_SERVER
+  STREAMLOCK_TEST_REDIS_SERVER=$(command -v redis-server)
 
-# Waits up to 20 s for a command to succeed, while the process PID (if given) is alive.
-wait_until() {
-  local pid=$1; shift
-  local i
-  for ((i = 0; i < 200; i++)); do
-    "$@" >/dev/null 2>&1 && return 0
-    [[ -z $pid ]] || kill -0 "$pid" 2>/dev/null || return 1
-    sleep 0.1
-  done
-  return 1
-}
-
-start_redis() {
-  local dir=$RUN_DIR/redis attempt port
-  mkdir -p "$dir"
-  for attempt in 1 2 3 4 5; do
-    port=$(free_port)
-    redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --daemonize no \
-      --dir "$dir" --logfile "$dir/redis.log" --enable-debug-command local \
-      </dev/null >>"$dir/redis.out" 2>&1 &
-    REDIS_PID=$!
-    if wait_until "$REDIS_PID" redis_answers "$port"; then
-      export STREAMLOCK_TEST_REDIS_URL="redis://127.0.0.1:$port/0"
-      log "redis-server pid $REDIS_PID on 127.0.0.1:$port"
-      return
-    fi
-    stop_redis
-    log "redis-server did not start on port $port (attempt $attempt):"
-    tail -n 5 "$dir/redis.log" >&2 || true
-  done
-  die "could not start redis-server"
-}
-
-redis_answers() { [[ $(redis-cli -h 127.0.0.1 -p "$1" ping 2>/dev/null) = PONG ]]; }
-
-stop_redis() {
-  [[ -n $REDIS_PID ]] || return 0
-  kill "$REDIS_PID" 2>/dev/null || true
-  wait "$REDIS_PID" 2>/dev/null || true
-  REDIS_PID=""
-}
-
-# The newest PostgreSQL server installed (bookworm: 15).
-pg_bindir() {
-  local dir
-  dir=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
-  [[ -x $dir/initdb ]] || die "no PostgreSQL server under /usr/lib/postgresql"
-  echo "$dir"
-}
-
-start_postgres() {
-  local bin dir=$RUN_DIR/postgres attempt port
-  bin=$(pg_bindir)
-  mkdir -p "$dir"
-  [[ $EUID -ne 0 ]] || chown postgres: "$dir"
-  PG_DATA=$dir/data
-  as_postgres "$bin/initdb" -D "$PG_DATA" -U postgres --auth=trust --encoding=UTF8 --locale=C \
-    --no-sync >"$dir/initdb.log" 2>&1 || { cat "$dir/initdb.log" >&2; die "initdb failed"; }
-  # Durability is pointless for a throwaway cluster; pg_stat_statements must be preloaded.
-  as_postgres tee -a "$PG_DATA/postgresql.conf" >/dev/null <<EOF
-listen_addresses = '127.0.0.1'
-unix_socket_directories = '$dir'
-shared_preload_libraries = 'pg_stat_statements'
-max_connections = 200
-fsync = off
-synchronous_commit = off
-full_page_writes = off
-EOF
-  local pg_ctl=("$bin/pg_ctl" -D "$PG_DATA" -w -t 60)
-  [[ $EUID -ne 0 ]] || pg_ctl=(runuser -u postgres -- "${pg_ctl[@]}")
-  for attempt in 1 2 3 4 5; do
-    port=$(free_port)
-    as_postgres sed -i "/^port = /d" "$PG_DATA/postgresql.conf"
-    echo "port = $port" | as_postgres tee -a "$PG_DATA/postgresql.conf" >/dev/null
-    if "${pg_ctl[@]}" -l "$dir/postgres.log" start >/dev/null &&
-       wait_until "" "$bin/pg_isready" -q -h 127.0.0.1 -p "$port"; then
-      break
-    fi
-    log "PostgreSQL did not start on port $port (attempt $attempt):"
-    tail -n 5 "$dir/postgres.log" >&2 || true
-    stop_postgres
-    [[ $attempt -lt 5 ]] || die "could not start PostgreSQL"
-  done
-
-  local url="postgresql://postgres@127.0.0.1:$port"
-  "$bin/psql" -X -q -v ON_ERROR_STOP=1 "$url/postgres" -c 'CREATE DATABASE streamlock_test'
-  "$bin/psql" -X -q -v ON_ERROR_STOP=1 "$url/streamlock_test" \
+  start_postgres "$RUN_DIR/postgres"
+  local url="postgresql://postgres@127.0.0.1:$PG_PORT" psql
+  psql=$(pg_bindir)/psql
+  "$psql" -X -q -v ON_ERROR_STOP=1 "$url/postgres" -c 'CREATE DATABASE streamlock_test'
+  "$psql" -X -q -v ON_ERROR_STOP=1 "$url/streamlock_test" \
     -c 'CREATE EXTENSION pg_stat_statements' -c 'CREATE EXTENSION pgcrypto'
-
   export STREAMLOCK_TEST_DATABASE_URL="$url/streamlock_test"
-  export STREAMLOCK_TEST_PG_PORT=$port
-  export STREAMLOCK_TEST_PG_STOP="$(printf '%q ' "${pg_ctl[@]}") -m fast stop"
-  export STREAMLOCK_TEST_PG_START="$(printf '%q ' "${pg_ctl[@]}") -l $(printf '%q' "$dir/postgres.log") start"
-  log "PostgreSQL $(basename "$(dirname "$bin")") on 127.0.0.1:$port, data in $PG_DATA"
-}
-
-stop_postgres() {
-  [[ -n $PG_DATA && -f $PG_DATA/postmaster.pid ]] || return 0
-  local pg_ctl
-  pg_ctl=$(pg_bindir)/pg_ctl
-  as_postgres "$pg_ctl" -D "$PG_DATA" -w -t 30 -m fast stop >/dev/null 2>&1 ||
-    as_postgres "$pg_ctl" -D "$PG_DATA" -w -t 30 -m immediate stop >/dev/null 2>&1 || true
+  export STREAMLOCK_TEST_PG_PORT=$PG_PORT
+  export STREAMLOCK_TEST_PG_STOP="$(printf '%q ' "${PG_CTL[@]}") -m fast stop"
+  export STREAMLOCK_TEST_PG_START="$(printf '%q ' "${PG_CTL[@]}") -l $(printf '%q' "$PG_LOG") start"
 }
 
 # Kills a process and its descendants (ctest and the tests it runs), children first.
@@ -324,11 +217,7 @@ main() {
 
   RUN_DIR=$(mktemp -d /tmp/streamlock-run.XXXXXX)
   chmod 755 "$RUN_DIR"  # the postgres user must reach its data dir inside
-  start_redis
-  start_postgres
-  export STREAMLOCK_TEST_REDIS_SERVER
-  STREAMLOCK_TEST_REDIS_SERVER=$(command -v redis-server)
-
+  start_services
   run_ctest
 }
 
