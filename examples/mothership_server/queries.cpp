@@ -91,17 +91,21 @@ ChatList listChats(streamlock::PgPool& db, const std::string& token, const std::
     return list;
   }
   list.access = Access::Granted;
+  // Column numbers looked up once, not once per row and field.
+  const int id = result.column("id"), title = result.column("title"), updatedAt = result.column("updated_at"),
+            marker = result.column("marker"), lastSeenAt = result.column("last_seen_at"),
+            pinned = result.column("pinned"), deletedAt = result.column("deleted_at");
+  list.chats.reserve(static_cast<std::size_t>(result.rows()));
   for (int i = 0; i < result.rows(); ++i) {
-    const Row row(result, i);
-    if (row.isNull("id")) continue;  // the one row of an empty list
+    if (result.isNull(i, id)) continue;  // the one row of an empty list
     ChatSummary chat;
-    chat.id = row.text("id");
-    chat.title = row.optional("title");
-    chat.updatedAt = row.text("updated_at");
-    chat.marker = row.optional("marker");
-    chat.lastSeenAt = row.optional("last_seen_at");
-    chat.pinned = row.flag("pinned");
-    chat.deletedAt = row.optional("deleted_at");
+    chat.id = std::string(result.value(i, id));
+    chat.title = result.optional(i, title);
+    chat.updatedAt = std::string(result.value(i, updatedAt));
+    chat.marker = result.optional(i, marker);
+    chat.lastSeenAt = result.optional(i, lastSeenAt);
+    chat.pinned = result.value(i, pinned) == "t";
+    chat.deletedAt = result.optional(i, deletedAt);
     list.chats.push_back(std::move(chat));
   }
   return list;

@@ -4,6 +4,7 @@
 #include <iterator>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <fmt/format.h>
@@ -25,6 +26,40 @@ using Json = nlohmann::ordered_json;  // keeps the contract's key order
 constexpr auto kJson = "application/json";
 
 std::string dump(const Json& json) { return json.dump(-1, ' ', false, Json::error_handler_t::replace); }
+
+// A JSON string of text read from PostgreSQL (valid UTF-8 in a UTF8 database): escapes '"', '\\'
+// and control characters exactly as nlohmann::json's dump() does, and copies everything else.
+void appendJsonString(std::string& out, std::string_view text) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  out += '"';
+  std::size_t copied = 0;
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    const auto c = static_cast<unsigned char>(text[i]);
+    if (c >= 0x20 && c != '"' && c != '\\') continue;
+    out.append(text.data() + copied, i - copied);
+    copied = i + 1;
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\b': out += "\\b"; break;
+      case '\f': out += "\\f"; break;
+      case '\n': out += "\\n"; break;
+      case '\r': out += "\\r"; break;
+      case '\t': out += "\\t"; break;
+      default: out += "\\u00"; out += kHex[c >> 4]; out += kHex[c & 15];
+    }
+  }
+  out.append(text.data() + copied, text.size() - copied);
+  out += '"';
+}
+
+void appendJsonOrNull(std::string& out, const std::optional<std::string>& value) {
+  if (value) {
+    appendJsonString(out, *value);
+  } else {
+    out += "null";
+  }
+}
 
 Json orNull(const std::optional<std::string>& value) { return value ? Json(*value) : Json(nullptr); }
 
@@ -138,18 +173,32 @@ void serveChatList(streamlock::Client& client, const httplib::Request& req, http
       }
     }
 
-    Json data = Json::array();
+    // Built by hand: a DOM of 50 ordered_json objects cost a third of the request's CPU.
+    std::string body;
+    body.reserve(32 + list.chats.size() * 256);
+    body += R"({"success":true,"data":[)";
     for (std::size_t i = 0; i < list.chats.size(); ++i) {
       const auto& chat = list.chats[i];
-      data.push_back(Json{{"id", chat.id},
-                          {"title", orNull(chat.title)},
-                          {"updatedAt", chat.updatedAt},
-                          {"activeStreamId", orNull(activeStreamIds[i])},
-                          {"lastSeenAt", orNull(chat.lastSeenAt)},
-                          {"pinned", chat.pinned},
-                          {"deletedAt", orNull(chat.deletedAt)}});
+      if (i > 0) body += ',';
+      body += R"({"id":)";
+      appendJsonString(body, chat.id);
+      body += R"(,"title":)";
+      appendJsonOrNull(body, chat.title);
+      body += R"(,"updatedAt":)";
+      appendJsonString(body, chat.updatedAt);
+      body += R"(,"activeStreamId":)";
+      appendJsonOrNull(body, activeStreamIds[i]);
+      body += R"(,"lastSeenAt":)";
+      appendJsonOrNull(body, chat.lastSeenAt);
+      body += chat.pinned ? R"(,"pinned":true)" : R"(,"pinned":false)";
+      body += R"(,"deletedAt":)";
+      appendJsonOrNull(body, chat.deletedAt);
+      body += '}';
     }
-    sendJson(res, 200, Json{{"success", true}, {"data", std::move(data)}});
+    body += "]}";
+    res.status = 200;
+    res.set_header("Cache-Control", "no-store");
+    res.set_content(std::move(body), kJson);
   } catch (const std::exception& error) {
     databaseFailure(res, error, "Failed to fetch chats");
   }
