@@ -531,22 +531,9 @@ print_machine() {
   echo "versions: $(wrk --version 2>&1 | head -n 1 | cut -d' ' -f1-2), $(pgbench --version), $(redis-server --version | cut -d' ' -f1-3)"
 }
 
-cleanup() {
-  local rc=$?
-  trap - EXIT INT TERM
-  stop_server
-  stop_redis
-  stop_postgres
-  [[ -z $RUN_DIR ]] || rm -rf "$RUN_DIR"
-  log "wall time $(($(date +%s) - START_TIME)) s, exit status $rc"
-  exit "$rc"
-}
-
 main() {
   parse_args "$@"
-  trap cleanup EXIT
-  trap 'exit 130' INT
-  trap 'exit 143' TERM
+  stop_services_on_exit stop_server
   install_packages
   configure_and_build
 

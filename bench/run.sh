@@ -166,21 +166,9 @@ profile() {
     }'
 }
 
-cleanup() {
-  local rc=$?
-  trap - EXIT INT TERM
-  stop_redis
-  stop_postgres
-  [[ -z $RUN_DIR ]] || rm -rf "$RUN_DIR"
-  log "wall time $(($(date +%s) - START_TIME)) s, exit status $rc"
-  exit "$rc"
-}
-
 main() {
   parse_args "$@"
-  trap cleanup EXIT
-  trap 'exit 130' INT
-  trap 'exit 143' TERM
+  stop_services_on_exit
   install_packages
   configure_and_build
 

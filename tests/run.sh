@@ -188,22 +188,14 @@ run_ctest() {
   return "$rc"
 }
 
-cleanup() {
-  local rc=$?
-  trap - EXIT INT TERM
+# Ends a ctest still running when the script is interrupted.
+stop_ctest() {
   [[ -z $CTEST_PID ]] || kill_tree "$CTEST_PID"
-  stop_redis
-  stop_postgres
-  [[ -z $RUN_DIR ]] || rm -rf "$RUN_DIR"
-  log "wall time $(($(date +%s) - START_TIME)) s, exit status $rc"
-  exit "$rc"
 }
 
 main() {
   parse_args "$@"
-  trap cleanup EXIT
-  trap 'exit 130' INT
-  trap 'exit 143' TERM
+  stop_services_on_exit stop_ctest
   install_packages
   export_sanitizer_options
   configure_and_build

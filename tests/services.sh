@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# Shared by tests/run.sh, bench/run.sh and examples/demo.sh: missing Debian packages, and a
+# Shared by tests/run.sh, bench/run.sh, bench/load.sh and examples/demo.sh: missing Debian packages, and a
 # throwaway redis-server and PostgreSQL cluster on free loopback ports. Source it (`source
 # "$ROOT/tests/services.sh"`): it only defines functions, and works under set -euo pipefail.
 # Messages go through the caller's `log` and `die` when it defines them, else to stderr.
@@ -179,4 +179,26 @@ stop_postgres() {
   pg_ctl=$(pg_bindir)/pg_ctl
   as_postgres "$pg_ctl" -D "$PG_DATA" -w -t 30 -m fast stop >/dev/null 2>&1 ||
     as_postgres "$pg_ctl" -D "$PG_DATA" -w -t 30 -m immediate stop >/dev/null 2>&1 || true
+}
+
+# On exit (also after INT or TERM), runs the caller's own cleanup function if one is named, stops
+# Redis and PostgreSQL, removes RUN_DIR, logs the wall time since START_TIME, and keeps the exit
+# status. Call once from the script's main, before starting anything.
+stop_services_on_exit() {
+  SERVICES_EXTRA_CLEANUP=${1:-}
+  trap services_exit EXIT
+  trap 'exit 130' INT
+  trap 'exit 143' TERM
+}
+
+# The EXIT trap that stop_services_on_exit sets.
+services_exit() {
+  local rc=$?
+  trap - EXIT INT TERM
+  [[ -z ${SERVICES_EXTRA_CLEANUP:-} ]] || "$SERVICES_EXTRA_CLEANUP"
+  stop_redis
+  stop_postgres
+  [[ -z ${RUN_DIR:-} ]] || rm -rf "$RUN_DIR"
+  [[ -z ${START_TIME:-} ]] || services_log "wall time $(($(date +%s) - START_TIME)) s, exit status $rc"
+  exit "$rc"
 }

@@ -1,5 +1,7 @@
 #include "config.h"
 
+#include "flags.h"
+
 #include <charconv>
 #include <string_view>
 #include <system_error>
@@ -66,22 +68,12 @@ ParsedFlags parseFlags(int argc, const char* const* argv, const EnvLookup& env) 
   config.databaseUrl = env("DATABASE_URL");
   config.redisUrl = env("REDIS_URL");
 
-  for (int i = 1; i < argc; ++i) {
-    std::string_view arg = argv[i];
+  examples::FlagReader flags(argc, argv);
+  while (flags.next()) {
+    const std::string_view arg = flags.name();
+    const bool hasValue = flags.hasInlineValue();
     std::string_view value;
-    bool hasValue = false;
-    if (const auto eq = arg.find('='); arg.rfind("--", 0) == 0 && eq != std::string_view::npos) {
-      value = arg.substr(eq + 1);
-      arg = arg.substr(0, eq);
-      hasValue = true;
-    }
-    // Takes the flag's value from "--flag=value" or from the next argument.
-    auto takeValue = [&]() -> bool {
-      if (hasValue) return true;
-      if (i + 1 >= argc) return false;
-      value = argv[++i];
-      return true;
-    };
+    auto takeValue = [&] { return flags.takeValue(value); };
     auto missing = [&] { return FlagError{std::string(arg) + " needs a value"}; };
     auto invalid = [&] { return FlagError{"invalid value for " + std::string(arg)}; };
 

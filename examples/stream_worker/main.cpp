@@ -20,6 +20,8 @@
 #include <streamlock/client.h>
 #include <streamlock/error.h>
 
+#include "flags.h"
+
 namespace {
 
 constexpr const char* kProgram = "stream_worker";
@@ -92,26 +94,18 @@ std::optional<WorkerConfig> parseFlags(int argc, char** argv, int* exitCode) {
   config.databaseUrl = environment("DATABASE_URL");
   config.redisUrl = environment("REDIS_URL");
   *exitCode = kUsage;
-  for (int i = 1; i < argc; ++i) {
-    std::string_view arg = argv[i];
+  examples::FlagReader flags(argc, argv);
+  while (flags.next()) {
+    const std::string_view arg = flags.name();
     std::string_view value;
-    bool hasValue = false;
-    if (const auto eq = arg.find('='); arg.rfind("--", 0) == 0 && eq != std::string_view::npos) {
-      value = arg.substr(eq + 1);
-      arg = arg.substr(0, eq);
-      hasValue = true;
-    }
     if (arg == "--help" || arg == "-h") {
       std::fputs(kUsageText, stdout);
       *exitCode = kDone;
       return std::nullopt;
     }
-    if (!hasValue) {
-      if (i + 1 >= argc) {
-        fmt::print(stderr, "{}: {} needs a value (see --help)\n", kProgram, arg);
-        return std::nullopt;
-      }
-      value = argv[++i];
+    if (!flags.takeValue(value)) {
+      fmt::print(stderr, "{}: {} needs a value (see --help)\n", kProgram, arg);
+      return std::nullopt;
     }
     long number = 0;
     bool ok = true;

@@ -334,23 +334,6 @@ redisContext* connectRedis(int port) {
   return context;
 }
 
-redisReply* redisRun(redisContext* context, const std::vector<std::string>& args) {
-  std::vector<const char*> argv;
-  std::vector<size_t> lengths;
-  for (const auto& arg : args) {
-    argv.push_back(arg.data());
-    lengths.push_back(arg.size());
-  }
-  auto* reply = static_cast<redisReply*>(
-      redisCommandArgv(context, static_cast<int>(argv.size()), argv.data(), lengths.data()));
-  if (reply == nullptr || reply->type == REDIS_REPLY_ERROR) {
-    const std::string message = reply != nullptr ? std::string(reply->str, reply->len) : context->errstr;
-    if (reply != nullptr) freeReplyObject(reply);
-    throw std::runtime_error("Redis " + args.front() + " failed: " + message);
-  }
-  return reply;
-}
-
 constexpr const char* kKeyspacePrefix = "__keyspace@0__:copilot:chat-stream-lock:";
 constexpr const char* kStopChannel = "chaos:stop";
 
@@ -365,10 +348,10 @@ struct LockWatch {
 
   void start() {
     control = connectRedis(port);
-    freeReplyObject(redisRun(control, {"CONFIG", "SET", "notify-keyspace-events", "K$gx"}));
+    freeReplyObject(runRedis(control, {"CONFIG", "SET", "notify-keyspace-events", "K$gx"}));
     subscriber = connectRedis(port);
-    freeReplyObject(redisRun(subscriber, {"PSUBSCRIBE", std::string(kKeyspacePrefix) + "*"}));
-    freeReplyObject(redisRun(subscriber, {"SUBSCRIBE", kStopChannel}));
+    freeReplyObject(runRedis(subscriber, {"PSUBSCRIBE", std::string(kKeyspacePrefix) + "*"}));
+    freeReplyObject(runRedis(subscriber, {"SUBSCRIBE", kStopChannel}));
     thread = std::thread([this] { listen(); });
   }
 
@@ -407,7 +390,7 @@ struct LockWatch {
   void stop() {
     if (!thread.joinable()) return;
     try {
-      freeReplyObject(redisRun(control, {"PUBLISH", kStopChannel, "stop"}));
+      freeReplyObject(runRedis(control, {"PUBLISH", kStopChannel, "stop"}));
     } catch (const std::exception&) {
       // The subscriber then ends on the connection's error below.
     }
@@ -811,7 +794,7 @@ TEST_CASE("kill -9 chaos: writers killed mid-stream while readers poll the chat 
 
   // Redis: no lock left behind.
   redisContext* probe = connectRedis(redisPort);
-  auto* keys = redisRun(probe, {"KEYS", "copilot:chat-stream-lock:*"});
+  auto* keys = runRedis(probe, {"KEYS", "copilot:chat-stream-lock:*"});
   const std::size_t locksLeft = keys->elements;
   freeReplyObject(keys);
   redisFree(probe);

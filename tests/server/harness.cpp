@@ -448,23 +448,8 @@ Redis::Redis(const std::string& url) : context_(nullptr) {
     throw std::runtime_error("test connection to Redis failed: " + message);
   }
   redisSetTimeout(context_, timeout);
-  auto command = [this](const std::vector<std::string>& args) {
-    std::vector<const char*> argv;
-    std::vector<size_t> lengths;
-    for (const auto& arg : args) {
-      argv.push_back(arg.data());
-      lengths.push_back(arg.size());
-    }
-    auto* reply = static_cast<redisReply*>(
-        redisCommandArgv(context_, static_cast<int>(argv.size()), argv.data(), lengths.data()));
-    if (reply == nullptr || reply->type == REDIS_REPLY_ERROR) {
-      if (reply != nullptr) freeReplyObject(reply);
-      throw std::runtime_error("Redis setup command failed");
-    }
-    freeReplyObject(reply);
-  };
-  if (!password.empty()) command({"AUTH", password});
-  if (!database.empty() && database != "0") command({"SELECT", database});
+  if (!password.empty()) freeReplyObject(runRedis(context_, {"AUTH", password}));
+  if (!database.empty() && database != "0") freeReplyObject(runRedis(context_, {"SELECT", database}));
 }
 
 Redis::~Redis() {
@@ -474,38 +459,38 @@ Redis::~Redis() {
 std::string lockKey(const std::string& chatId) { return "copilot:chat-stream-lock:" + chatId; }
 
 void Redis::setLock(const std::string& chatId, const std::string& owner, int ttlSeconds) {
-  auto* reply = static_cast<redisReply*>(redisCommand(context_, "SET %s %s EX %d", lockKey(chatId).c_str(),
-                                                      owner.c_str(), ttlSeconds));
-  if (reply == nullptr) throw std::runtime_error("Redis SET failed");
-  freeReplyObject(reply);
+  freeReplyObject(runRedis(context_, {"SET", lockKey(chatId), owner, "EX", std::to_string(ttlSeconds)}));
 }
 
 std::optional<std::string> Redis::lockOwner(const std::string& chatId) {
-  auto* reply = static_cast<redisReply*>(redisCommand(context_, "GET %s", lockKey(chatId).c_str()));
-  if (reply == nullptr) throw std::runtime_error("Redis GET failed");
+  auto* reply = runRedis(context_, {"GET", lockKey(chatId)});
   std::optional<std::string> owner;
   if (reply->type == REDIS_REPLY_STRING) owner = std::string(reply->str, reply->len);
   freeReplyObject(reply);
   return owner;
 }
 
-void Redis::deleteLock(const std::string& chatId) {
-  auto* reply = static_cast<redisReply*>(redisCommand(context_, "DEL %s", lockKey(chatId).c_str()));
-  if (reply == nullptr) throw std::runtime_error("Redis DEL failed");
-  freeReplyObject(reply);
-}
+void Redis::deleteLock(const std::string& chatId) { freeReplyObject(runRedis(context_, {"DEL", lockKey(chatId)})); }
 
 namespace {
+// The argv arrays hiredis takes, pointing into args.
+struct Argv {
+  explicit Argv(const std::vector<std::string>& args) {
+    for (const auto& arg : args) {
+      pointers.push_back(arg.data());
+      lengths.push_back(arg.size());
+    }
+  }
+  int count() const { return static_cast<int>(pointers.size()); }
+  std::vector<const char*> pointers;
+  std::vector<size_t> lengths;
+};
+
 // Sends every command before reading any reply: one round trip for the whole batch.
 void pipeline(redisContext* context, const std::vector<std::vector<std::string>>& commands) {
   for (const auto& args : commands) {
-    std::vector<const char*> argv;
-    std::vector<size_t> lengths;
-    for (const auto& arg : args) {
-      argv.push_back(arg.data());
-      lengths.push_back(arg.size());
-    }
-    if (redisAppendCommandArgv(context, static_cast<int>(argv.size()), argv.data(), lengths.data()) != REDIS_OK) {
+    Argv argv(args);
+    if (redisAppendCommandArgv(context, argv.count(), argv.pointers.data(), argv.lengths.data()) != REDIS_OK) {
       throw std::runtime_error("Redis pipeline append failed");
     }
   }
@@ -536,9 +521,20 @@ void Redis::deleteLocks(const std::vector<std::string>& chatIds) {
   pipeline(context_, commands);
 }
 
+redisReply* runRedis(redisContext* context, const std::vector<std::string>& args) {
+  Argv argv(args);
+  auto* reply = static_cast<redisReply*>(
+      redisCommandArgv(context, argv.count(), argv.pointers.data(), argv.lengths.data()));
+  if (reply == nullptr || reply->type == REDIS_REPLY_ERROR) {
+    const std::string message = reply != nullptr ? std::string(reply->str, reply->len) : context->errstr;
+    if (reply != nullptr) freeReplyObject(reply);
+    throw std::runtime_error("Redis " + args.front() + " failed: " + message);
+  }
+  return reply;
+}
+
 std::string Redis::info(const std::string& section) {
-  auto* reply = static_cast<redisReply*>(redisCommand(context_, "INFO %s", section.c_str()));
-  if (reply == nullptr) throw std::runtime_error("Redis INFO failed");
+  auto* reply = runRedis(context_, {"INFO", section});
   std::string text;
   if (reply->type == REDIS_REPLY_STRING || reply->type == REDIS_REPLY_STATUS) text.assign(reply->str, reply->len);
   freeReplyObject(reply);

@@ -21,6 +21,7 @@
 
 struct pg_conn;
 struct redisContext;
+struct redisReply;
 
 namespace servertest {
 
@@ -172,6 +173,10 @@ class Server {
 std::vector<std::string> sharedRedisFlags();
 
 // Lock keys in a Redis server.
+// Runs one Redis command in argv form. Throws on an I/O error or an error reply; the caller frees
+// the reply with freeReplyObject.
+redisReply* runRedis(redisContext* context, const std::vector<std::string>& args);
+
 class Redis {
  public:
   explicit Redis(const std::string& url);

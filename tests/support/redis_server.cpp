@@ -28,7 +28,8 @@ long long answeringPid(int port) {
   long long pid = -1;
   if (context->err == 0) {
     redisSetTimeout(context, timeout);
-    auto* reply = static_cast<redisReply*>(redisCommand(context, "INFO server"));
+    const char* argv[] = {"INFO", "server"};
+    auto* reply = static_cast<redisReply*>(redisCommandArgv(context, 2, argv, nullptr));
     if (reply != nullptr && reply->type == REDIS_REPLY_STRING) {
       const std::string info(reply->str, reply->len);
       const std::string field = "process_id:";
