@@ -2,6 +2,9 @@
 
 #include <algorithm>
 #include <charconv>
+#include <cstring>
+#include <memory>
+#include <string_view>
 #include <utility>
 
 #include "client_state.h"
@@ -177,55 +180,75 @@ LookupStatus ClientState::lookup(const std::vector<const std::string*>& chatIds,
 
 namespace {
 
-// "<tag><number>\r\n", the RESP array and bulk-string headers.
-void appendHeader(std::string& resp, char tag, std::size_t number) {
-  char digits[24];
-  auto end = std::to_chars(digits, digits + sizeof digits, number).ptr;
-  resp += tag;
-  resp.append(digits, end);
-  resp += "\r\n";
+// Writes "<tag><number>\r\n", a RESP array or bulk-string header, at out; returns its end.
+char* writeHeader(char* out, char tag, std::size_t number) {
+  *out++ = tag;
+  out = std::to_chars(out, out + 20, number).ptr;
+  *out++ = '\r';
+  *out++ = '\n';
+  return out;
+}
+
+char* writeBytes(char* out, const std::string& bytes) {
+  std::memcpy(out, bytes.data(), bytes.size());
+  return out + bytes.size();
+}
+
+// The RESP of one pipeline of MGETs, one per chunk of chatIds, keys written in place: no per-key
+// strings and no per-argument formatting. ranges receives each command's keys.
+struct EncodedMgets {
+  std::unique_ptr<char[]> bytes;  // not zero-filled first: every byte sent is written
+  std::size_t size = 0;
+  std::string_view view() const noexcept { return {bytes.get(), size}; }
+};
+
+EncodedMgets encodeMgets(const std::vector<const std::string*>& chatIds, const std::string& prefix, std::size_t chunk,
+                        std::vector<std::pair<std::size_t, std::size_t>>& ranges) {
+  constexpr std::size_t kHeader = 1 + 20 + 2;  // tag, the longest number, CRLF
+  const std::string mget = "$4\r\nMGET\r\n";
+  std::size_t capacity = 0;
+  for (const std::string* id : chatIds) capacity += kHeader + prefix.size() + id->size() + 2;
+  capacity += (chatIds.size() / chunk + 1) * (kHeader + mget.size());
+
+  EncodedMgets resp{std::unique_ptr<char[]>(new char[capacity]), 0};
+  char* out = resp.bytes.get();
+  for (std::size_t begin = 0; begin < chatIds.size(); begin += chunk) {
+    std::size_t end = std::min(chatIds.size(), begin + chunk);
+    ranges.emplace_back(begin, end);
+    out = writeHeader(out, '*', end - begin + 1);
+    out = writeBytes(out, mget);
+    for (std::size_t i = begin; i < end; ++i) {
+      out = writeHeader(out, '$', prefix.size() + chatIds[i]->size());
+      out = writeBytes(out, prefix);
+      out = writeBytes(out, *chatIds[i]);
+      *out++ = '\r';
+      *out++ = '\n';
+    }
+  }
+  resp.size = static_cast<std::size_t>(out - resp.bytes.get());
+  return resp;
 }
 
 }  // namespace
 
 std::vector<std::string> ClientState::mget(const std::vector<const std::string*>& chatIds, Deadline deadline) {
-  // The whole pipeline of MGETs encoded as RESP in one buffer: keys are written in place, with no
-  // per-key strings and no per-argument formatting.
-  const std::string& prefix = options_.lock.keyPrefix;
-  const std::size_t chunk = options_.redis.mgetChunkSize;
-  std::size_t size = 0;
-  for (const std::string* id : chatIds) size += prefix.size() + id->size() + 16;
-  std::string resp;
-  resp.reserve(size + 32 * (chatIds.size() / chunk + 1));
-  std::size_t commands = 0;
-  for (std::size_t begin = 0; begin < chatIds.size(); begin += chunk, ++commands) {
-    std::size_t end = std::min(chatIds.size(), begin + chunk);
-    appendHeader(resp, '*', end - begin + 1);
-    resp += "$4\r\nMGET\r\n";
-    for (std::size_t i = begin; i < end; ++i) {
-      appendHeader(resp, '$', prefix.size() + chatIds[i]->size());
-      resp += prefix;
-      resp += *chatIds[i];
-      resp += "\r\n";
-    }
-  }
-
+  std::vector<std::pair<std::size_t, std::size_t>> ranges;
+  const EncodedMgets resp = encodeMgets(chatIds, options_.lock.keyPrefix, options_.redis.mgetChunkSize, ranges);
+  std::vector<std::string> owners(chatIds.size());
+  MgetReplies replies(owners);
   for (int attempt = 0;; ++attempt) {
     auto lease = redis_->acquire(deadline);
     try {
       bump(counters_.lookupRoundTrips);
-      std::vector<Reply> replies = lease->pipelineEncoded(resp, commands, deadline);
-      std::vector<std::string> owners(chatIds.size());
-      for (std::size_t c = 0; c < replies.size(); ++c) {
-        std::size_t begin = c * chunk;
-        interpretMgetReply(replies[c].get(), begin, std::min(chatIds.size(), begin + chunk), owners);
-      }
+      lease->pipelineMget(resp.view(), ranges, replies, deadline);
       return owners;
     } catch (const Error& e) {
       // A pooled connection that died idle without the idle check noticing: one more try on a
-      // fresh connection, within the same deadline (MGET is read-only, so this is safe).
+      // fresh connection, within the same deadline (MGET is read-only, so this is safe). The first
+      // replies of a pipeline may have arrived before the connection failed: they are forgotten.
       if (e.code() == ErrorCode::ConnectionLost && lease.reused() && attempt == 0 && Clock::now() < deadline) {
         redis_->dropIdle();
+        for (std::string& owner : owners) owner.clear();
         continue;
       }
       throw;

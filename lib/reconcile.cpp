@@ -18,8 +18,7 @@ const char* toString(MarkerState state) noexcept {
 }
 
 ReconciledMarker detail::reconcileOne(const MarkerCandidate& candidate, LookupStatus status, std::string&& owner) {
-  ReconciledMarker out;
-  out.chatId = candidate.chatId;
+  ReconciledMarker out{candidate.chatId, MarkerState::Inactive, std::nullopt, std::nullopt};
   // A null marker is inactive whatever the lock says: a lock without a marker is a stream
   // tearing down (marker cleared, lock not yet released).
   if (!candidate.marker || candidate.marker->empty()) return out;

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <exception>
 #include <utility>
 
 #include "redis_reply.h"
@@ -119,25 +120,36 @@ void RedisConnection::fail(const std::string& what) {
   throw Error(ErrorCode::ConnectionLost, "Redis connection failed: " + what);
 }
 
-// Writes the buffered commands and reads one reply for each, all before the deadline.
-std::vector<Reply> RedisConnection::exchange(std::size_t count, Deadline deadline) {
+// Writes the buffered commands before the deadline.
+void RedisConnection::send(Deadline deadline) {
   int done = 0;
   for (;;) {
     if (redisBufferWrite(context_, &done) == REDIS_ERR) fail(context_->errstr);
-    if (done) break;
+    if (done) return;
     if (!waitForFd(context_->fd, POLLOUT, deadline)) fail("timeout");
   }
+}
+
+// Writes the buffered commands and reads one reply for each, all before the deadline.
+std::vector<Reply> RedisConnection::exchange(std::size_t count, Deadline deadline) {
+  send(deadline);
   std::vector<Reply> replies;
   replies.reserve(count);
-  for (std::size_t i = 0; i < count; ++i) replies.push_back(readReply(deadline));
+  for (std::size_t i = 0; i < count; ++i) replies.emplace_back(static_cast<redisReply*>(readRaw(deadline)));
   return replies;
 }
 
-Reply RedisConnection::readReply(Deadline deadline) {
+void* RedisConnection::readRaw(Deadline deadline, const std::string* refused) {
   for (;;) {
     void* reply = nullptr;
-    if (redisGetReplyFromReader(context_, &reply) == REDIS_ERR) fail(context_->errstr);
-    if (reply != nullptr) return Reply(static_cast<redisReply*>(reply));
+    if (redisGetReplyFromReader(context_, &reply) == REDIS_ERR) {
+      if (refused != nullptr && !refused->empty()) {
+        broken_ = true;  // the rest of the reply is still on the wire
+        throw Error(ErrorCode::ServerError, *refused);
+      }
+      fail(context_->errstr);
+    }
+    if (reply != nullptr) return reply;
     if (!waitForFd(context_->fd, POLLIN, deadline)) fail("timeout");
     if (redisBufferRead(context_) == REDIS_ERR) fail(context_->errstr);
   }
@@ -161,10 +173,23 @@ std::vector<Reply> RedisConnection::pipeline(const std::vector<Argv>& commands, 
   return exchange(commands.size(), deadline);
 }
 
-std::vector<Reply> RedisConnection::pipelineEncoded(std::string_view resp, std::size_t count, Deadline deadline) {
+void RedisConnection::pipelineMget(std::string_view resp, const std::vector<std::pair<std::size_t, std::size_t>>& ranges,
+                                   MgetReplies& replies, Deadline deadline) {
   if (broken_) throw Error(ErrorCode::ConnectionLost, "Redis connection is broken");
   if (redisAppendFormattedCommand(context_, resp.data(), resp.size()) != REDIS_OK) fail("cannot buffer the commands");
-  return exchange(count, deadline);
+  send(deadline);
+  MgetReaderScope scope(context_->reader, replies);
+  std::exception_ptr first;
+  for (const auto& [begin, end] : ranges) {
+    replies.expect(begin, end);
+    void* reply = readRaw(deadline, &replies.abandoned());
+    try {
+      replies.finish(reply);
+    } catch (const Error&) {
+      if (!first) first = std::current_exception();
+    }
+  }
+  if (first) std::rethrow_exception(first);
 }
 
 Reply RedisConnection::command(const Argv& argv, Deadline deadline) {

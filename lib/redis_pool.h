@@ -4,9 +4,11 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "io.h"
+#include "redis_reply.h"
 #include "pool.h"
 #include "redis_url.h"
 #include "streamlock/options.h"
@@ -39,8 +41,12 @@ class RedisConnection {
   // Error replies are returned, not thrown. Throws Error(Timeout, ConnectionLost).
   std::vector<Reply> pipeline(const std::vector<Argv>& commands, Deadline deadline);
   Reply command(const Argv& argv, Deadline deadline);
-  // Sends `count` commands already encoded as RESP in one buffer, as one pipeline.
-  std::vector<Reply> pipelineEncoded(std::string_view resp, std::size_t count, Deadline deadline);
+  // Sends MGETs already encoded as RESP in one buffer, as one pipeline, and reads their replies into
+  // `replies`: reply c answers for the keys [ranges[c].first, ranges[c].second). Reads every reply
+  // before it throws what the first bad one threw (see MgetReplies), so that the connection stays
+  // in step. Throws Error(Timeout, ConnectionLost, ServerError, Unsupported).
+  void pipelineMget(std::string_view resp, const std::vector<std::pair<std::size_t, std::size_t>>& ranges,
+                    MgetReplies& replies, Deadline deadline);
 
   bool broken() const noexcept { return broken_; }
   bool deadWhileIdle() const noexcept;
@@ -48,8 +54,11 @@ class RedisConnection {
  private:
   explicit RedisConnection(redisContext* context) : context_(context) {}
   [[noreturn]] void fail(const std::string& what);
+  void send(Deadline deadline);
   std::vector<Reply> exchange(std::size_t count, Deadline deadline);
-  Reply readReply(Deadline deadline);
+  // The next reply as the reader's functions built it. When the reader fails and `refused` says
+  // why (the functions stopped it), throws Error(ServerError, *refused).
+  void* readRaw(Deadline deadline, const std::string* refused = nullptr);
 
   redisContext* context_;
   bool broken_ = false;

@@ -272,14 +272,26 @@ TEST_CASE("unknown: an error in one chunk makes the whole batch unknown") {
   admin.ok({"ACL", "SETUSER", "partial", "on", ">pw", "~" + options.lock.keyPrefix + "ok-*", "+@all"});
   options.redis.url = "redis://partial:pw@127.0.0.1:" + std::to_string(server.port()) + "/0";
   options.redis.mgetChunkSize = 2;
+  options.redis.poolSize = 1;  // every lookup on the same connection
   admin.set(test::lockKey(options, "ok-1"), "stream-1");
+  admin.set(test::lockKey(options, "ok-2"), "stream-2");
   admin.set(test::lockKey(options, "no-3"), "stream-3");
   Client client(options);
 
-  const auto result = client.getActiveChatStreamIds({"ok-1", "ok-2", "no-3"});
-  CHECK(result.status == LookupStatus::Unknown);
-  CHECK(result.owners.empty());  // never a mix of verified and unknown keys
-  CHECK(client.getActiveChatStreamIds({"ok-1", "ok-2"}).status == LookupStatus::Verified);  // control
+  SECTION("the error in the last chunk") {
+    const auto result = client.getActiveChatStreamIds({"ok-1", "ok-2", "no-3"});
+    CHECK(result.status == LookupStatus::Unknown);
+    CHECK(result.owners.empty());  // never a mix of verified and unknown keys
+  }
+  SECTION("the error in the first chunk, before a chunk that succeeds") {
+    const auto result = client.getActiveChatStreamIds({"no-3", "ok-1", "ok-2"});
+    CHECK(result.status == LookupStatus::Unknown);
+    CHECK(result.owners.empty());
+  }
+  // The connection read every reply of the failed pipeline: the next lookup on it gets its own.
+  const auto control = client.getActiveChatStreamIds({"ok-2", "ok-1", "ok-3"});
+  CHECK(control.status == LookupStatus::Verified);
+  CHECK(control.owners == Owners{{"ok-1", "stream-1"}, {"ok-2", "stream-2"}});
 }
 
 TEST_CASE("breaker: opens after failureThreshold consecutive failures and short-circuits") {
