@@ -5,6 +5,7 @@
 #include <poll.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -14,6 +15,7 @@
 #include <deque>
 #include <functional>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -55,8 +57,13 @@ bool isRangeHeader(std::string_view line) {
   return true;
 }
 
-void addressOf(const sockaddr_storage& address, std::string& ip, int& port) {
+// The address that getpeername or getsockname gives for sock, as text and port.
+std::pair<std::string, int> addressOf(int sock, int (*get)(int, sockaddr*, socklen_t*)) {
+  sockaddr_storage address{};
+  socklen_t length = sizeof address;
   char text[INET6_ADDRSTRLEN] = {};
+  int port = 0;
+  if (get(sock, reinterpret_cast<sockaddr*>(&address), &length) != 0) return {std::string(), 0};
   if (address.ss_family == AF_INET) {
     const auto& v4 = reinterpret_cast<const sockaddr_in&>(address);
     inet_ntop(AF_INET, &v4.sin_addr, text, sizeof text);
@@ -66,7 +73,7 @@ void addressOf(const sockaddr_storage& address, std::string& ip, int& port) {
     inet_ntop(AF_INET6, &v6.sin6_addr, text, sizeof text);
     port = ntohs(v6.sin6_port);
   }
-  ip = text;
+  return {text, port};
 }
 
 // The worker threads and the bounded queue of accepted connections. A connection past the bound
@@ -180,7 +187,10 @@ class Connection final : public httplib::Stream {
     return pos_ < buffer_.size() || pollOne(sock_, POLLIN, milliseconds{0}) > 0;
   }
 
-  bool is_writable() const override { return pollOne(sock_, POLLOUT, limits_.writeTimeout) > 0; }
+  // Small writes (httplib's status line and headers) are buffered; the next large one (a body)
+  // leaves together with them in one sendmsg, without being copied, and flush() sends the rest
+  // after each request. Always writable until a send failed.
+  bool is_writable() const override { return !writeFailed_; }
 
   ssize_t read(char* ptr, size_t size) override {
     if (size == 0) return 0;
@@ -190,30 +200,74 @@ class Connection final : public httplib::Stream {
   }
 
   ssize_t write(const char* ptr, size_t size) override {
-    if (!is_writable()) return -1;
-    for (;;) {
-      const auto n = ::send(sock_, ptr, size, MSG_NOSIGNAL);
-      if (n < 0 && errno == EINTR) continue;
-      return n;
+    if (writeFailed_) return -1;
+    if (out_.size() + size < kSendDirectly) {
+      out_.append(ptr, size);
+      return static_cast<ssize_t>(size);
     }
+    const bool sent = sendAll(out_, std::string_view(ptr, size));
+    out_.clear();
+    return sent ? static_cast<ssize_t>(size) : -1;
   }
 
+  // Sends what write() buffered. False when the bytes could not all be sent.
+  bool flush() {
+    if (out_.empty()) return !writeFailed_;
+    const bool sent = sendAll(out_, std::string_view());
+    out_.clear();
+    return sent;
+  }
+
+  // The addresses of a connection never change: asked once (httplib asks for every request).
   void get_remote_ip_and_port(std::string& ip, int& port) const override {
-    sockaddr_storage address{};
-    socklen_t length = sizeof address;
-    if (getpeername(sock_, reinterpret_cast<sockaddr*>(&address), &length) == 0) addressOf(address, ip, port);
+    if (!remote_) remote_ = addressOf(sock_, getpeername);
+    ip = remote_->first;
+    port = remote_->second;
   }
 
   void get_local_ip_and_port(std::string& ip, int& port) const override {
-    sockaddr_storage address{};
-    socklen_t length = sizeof address;
-    if (getsockname(sock_, reinterpret_cast<sockaddr*>(&address), &length) == 0) addressOf(address, ip, port);
+    if (!local_) local_ = addressOf(sock_, getsockname);
+    ip = local_->first;
+    port = local_->second;
   }
 
   socket_t socket() const override { return sock_; }
 
  private:
   bool underPressure() const { return queued_.load() > 0; }
+
+  static constexpr std::size_t kSendDirectly = 2048;
+
+  // Sends first, then second, with as few sendmsg calls as the socket allows. A send that makes no
+  // progress for writeTimeout fails the connection.
+  bool sendAll(std::string_view first, std::string_view second) {
+    iovec parts[2] = {{const_cast<char*>(first.data()), first.size()},
+                      {const_cast<char*>(second.data()), second.size()}};
+    std::size_t part = first.empty() ? 1 : 0;
+    while (!writeFailed_ && part < 2 && parts[part].iov_len > 0) {
+      msghdr message{};
+      message.msg_iov = parts + part;
+      message.msg_iovlen = 2 - part;
+      const auto n = ::sendmsg(sock_, &message, MSG_NOSIGNAL | MSG_DONTWAIT);
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        if ((errno == EAGAIN || errno == EWOULDBLOCK) && pollOne(sock_, POLLOUT, limits_.writeTimeout) > 0) continue;
+        writeFailed_ = true;
+        break;
+      }
+      auto left = static_cast<std::size_t>(n);
+      while (part < 2 && left >= parts[part].iov_len) {
+        left -= parts[part].iov_len;
+        parts[part].iov_len = 0;
+        ++part;
+      }
+      if (part < 2) {
+        parts[part].iov_base = static_cast<char*>(parts[part].iov_base) + left;
+        parts[part].iov_len -= left;
+      }
+    }
+    return !writeFailed_;
+  }
 
   // The request line and headers, one whole line at a time (so that a Range line can be left out).
   ssize_t readHead(char* ptr, size_t size) {
@@ -274,7 +328,15 @@ class Connection final : public httplib::Stream {
       lineEnd_ -= std::min(lineEnd_, pos_);
       pos_ = 0;
     }
+    if (!out_.empty() && !flush()) return fail();  // e.g. a 100 Continue the client waits for
+    bool tryFirst = true;  // the bytes are usually there already: recv before poll
     for (;;) {
+      if (tryFirst) {
+        tryFirst = false;
+        if (receive()) return true;
+        if (eof_ || broken_) return false;
+        continue;
+      }
       const auto now = Clock::now();
       const bool pressure = underPressure();
       const auto deadline = pressure ? std::min(deadline_, started_ + limits_.requestTimeoutUnderPressure) : deadline_;
@@ -284,20 +346,31 @@ class Connection final : public httplib::Stream {
       const int ready = pollOne(sock_, POLLIN, std::min(left, milliseconds{100}));
       if (ready < 0) return fail();
       if (ready == 0) continue;
-      char chunk[16384];
-      const auto room = std::min(sizeof chunk, limits_.maxRequestBytes - seen);
-      const auto n = ::recv(sock_, chunk, room, 0);
-      if (n < 0) {
-        if (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK) continue;
-        return fail();
+      if (receive()) return true;
+      if (eof_ || broken_) return false;
+    }
+  }
+
+  // One non-blocking recv into buffer_: true when bytes arrived; false with eof_ or broken_ set at
+  // the end of input or on an error, or with neither when nothing is there yet.
+  bool receive() {
+    char chunk[16384];
+    const auto seen = delivered_ + (buffer_.size() - pos_);
+    const auto room = std::min(sizeof chunk, limits_.maxRequestBytes - seen);
+    for (;;) {
+      const auto n = ::recv(sock_, chunk, room, MSG_DONTWAIT);
+      if (n > 0) {
+        buffer_.append(chunk, static_cast<std::size_t>(n));
+        lastProgress_ = Clock::now();
+        return true;
       }
       if (n == 0) {
         eof_ = true;
         return false;
       }
-      buffer_.append(chunk, static_cast<std::size_t>(n));
-      lastProgress_ = Clock::now();
-      return true;
+      if (errno == EINTR) continue;
+      if (errno != EAGAIN && errno != EWOULDBLOCK) fail();
+      return false;
     }
   }
 
@@ -320,6 +393,10 @@ class Connection final : public httplib::Stream {
   bool lastHeadLine_ = false;
   bool eof_ = false;
   bool broken_ = false;
+  std::string out_;  // the response being written, sent by flush()
+  bool writeFailed_ = false;
+  mutable std::optional<std::pair<std::string, int>> remote_;
+  mutable std::optional<std::pair<std::string, int>> local_;
   Clock::time_point started_{};
   Clock::time_point deadline_{};
   Clock::time_point lastProgress_{};
@@ -399,6 +476,7 @@ bool HttpServer::process_and_close_socket(socket_t sock) {
     bool connectionClosed = false;
     ok = process_request(connection, /*close_connection=*/left == 1, connectionClosed,
                          [](httplib::Request& req) { req.ranges.clear(); });
+    if (!connection.flush()) ok = false;  // the whole response in one send
     if (t_closeAfter || connection.broken()) {
       linger = true;
       break;

@@ -17,7 +17,11 @@
 //   the listen backlog is SOMAXCONN instead of httplib's 5, so that bursts of connects queue here;
 // - Range headers are dropped before httplib parses them (every answer is the whole response);
 // - a connection is closed after any request whose body is not read (closeAfterResponse()), with
-//   a lingering close, so that unread bytes are never parsed as a next request.
+//   a lingering close, so that unread bytes are never parsed as a next request;
+// - a response leaves in one sendmsg (httplib's headers are buffered and sent with the body),
+//   a request's bytes are received without a poll first when they are already there, and the
+//   peer and local addresses that httplib asks for on every request are looked up once: three
+//   system calls per keep-alive request where httplib's own loop makes about nine.
 //
 // Everything else (request parsing, routing hooks, responses, stop()) is httplib's.
 

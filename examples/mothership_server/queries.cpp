@@ -80,7 +80,7 @@ class Row {
 
 ChatList listChats(streamlock::PgPool& db, const std::string& token, const std::string& workspaceId,
                    Scope scope) {
-  const auto result =
+  auto result =
       db.execute(kListChatsSql, {token, workspaceId, scope == Scope::Archived ? "true" : "false"});
   ChatList list;
   if (result.rows() == 0) return list;
@@ -95,19 +95,24 @@ ChatList listChats(streamlock::PgPool& db, const std::string& token, const std::
   const int id = result.column("id"), title = result.column("title"), updatedAt = result.column("updated_at"),
             marker = result.column("marker"), lastSeenAt = result.column("last_seen_at"),
             pinned = result.column("pinned"), deletedAt = result.column("deleted_at");
+  const auto view = [&result](int row, int column) -> std::optional<std::string_view> {
+    if (result.isNull(row, column)) return std::nullopt;
+    return result.value(row, column);
+  };
   list.chats.reserve(static_cast<std::size_t>(result.rows()));
   for (int i = 0; i < result.rows(); ++i) {
     if (result.isNull(i, id)) continue;  // the one row of an empty list
     ChatSummary chat;
-    chat.id = std::string(result.value(i, id));
-    chat.title = result.optional(i, title);
-    chat.updatedAt = std::string(result.value(i, updatedAt));
-    chat.marker = result.optional(i, marker);
-    chat.lastSeenAt = result.optional(i, lastSeenAt);
+    chat.id = result.value(i, id);
+    chat.title = view(i, title);
+    chat.updatedAt = result.value(i, updatedAt);
+    chat.marker = view(i, marker);
+    chat.lastSeenAt = view(i, lastSeenAt);
     chat.pinned = result.value(i, pinned) == "t";
-    chat.deletedAt = result.optional(i, deletedAt);
-    list.chats.push_back(std::move(chat));
+    chat.deletedAt = view(i, deletedAt);
+    list.chats.push_back(chat);
   }
+  list.rows = std::move(result);
   return list;
 }
 

@@ -9,22 +9,21 @@
 #include <string_view>
 #include <vector>
 
-namespace streamlock {
-class PgPool;
-}
+#include <streamlock/postgres.h>
 
 namespace mothership {
 
 enum class Scope { Active, Archived };
 
+// One row of the list, as views into the text of the result that ChatList holds.
 struct ChatSummary {
-  std::string id;
-  std::optional<std::string> title;
-  std::string updatedAt;                // ISO 8601 UTC with milliseconds
-  std::optional<std::string> marker;    // the persisted active-stream marker
-  std::optional<std::string> lastSeenAt;
+  std::string_view id;
+  std::optional<std::string_view> title;
+  std::string_view updatedAt;                // ISO 8601 UTC with milliseconds
+  std::optional<std::string_view> marker;    // the persisted active-stream marker
+  std::optional<std::string_view> lastSeenAt;
   bool pinned = false;
-  std::optional<std::string> deletedAt;
+  std::optional<std::string_view> deletedAt;
 };
 
 enum class Access { Unauthorized, Forbidden, Granted };
@@ -32,6 +31,7 @@ enum class Access { Unauthorized, Forbidden, Granted };
 struct ChatList {
   Access access = Access::Unauthorized;
   std::vector<ChatSummary> chats;  // ordered: pinned desc, updated_at desc, id
+  streamlock::PgResult rows;       // owns the text that chats points into (moves keep it valid)
 };
 
 struct ChatDetail {

@@ -204,6 +204,40 @@ TEST_CASE("list: the caller's own mothership chats of the workspace, by scope", 
   CHECK(empty.json() == Json{{"success", true}, {"data", Json::array()}});
 }
 
+TEST_CASE("list: titles are escaped exactly as nlohmann::json dumps them, at every offset", "[server]") {
+  // The list body is written by hand, 8 bytes at a time where nothing needs escaping: put each
+  // character that does at every position of a 16-byte window, between plain and UTF-8 text.
+  Server server(sharedRedisFlags());
+  auto& sql = TestDatabase::get().sql();
+  Seed seed(sql);
+  const auto caller = newCaller(seed);
+  std::vector<std::string> specials = {"\"", "\\", "\b", "\f", "\n", "\r", "\t", "\x7f", "/", "\xc3\xa9",
+                                       "\xe2\x9c\x93"};
+  for (char c = 1; c < 0x20; ++c) specials.emplace_back(1, c);
+  std::vector<std::string> titles;
+  for (std::size_t i = 0; i < specials.size(); ++i) {
+    const std::size_t at = i % 17;
+    titles.push_back(std::string(at, 'a') + specials[i] + "plain text \xc3\xa9 more" + specials[(i + 5) % specials.size()]);
+  }
+  titles.push_back(std::string(40, 'x'));  // nothing to escape, longer than a few words
+  titles.push_back("");
+  for (const auto& title : titles) seed.chat(caller.userId, caller.workspaceId, title);
+
+  const auto response = server.get(chatListPath(caller.workspaceId), caller.token);
+  REQUIRE(response.status == 200);
+  const auto body = response.json();
+  std::vector<std::string> listed;
+  for (const auto& chat : body["data"]) listed.push_back(chat["title"]);
+  std::sort(listed.begin(), listed.end());
+  auto expected = titles;
+  std::sort(expected.begin(), expected.end());
+  CHECK(listed == expected);
+  for (const auto& title : titles) {
+    INFO(Json(title).dump());
+    CHECK(response.body.find("\"title\":" + Json(title).dump() + ",") != std::string::npos);
+  }
+}
+
 TEST_CASE("list: ordered by pinned, then updated_at descending, then id", "[server]") {
   Server server(sharedRedisFlags());
   auto& sql = TestDatabase::get().sql();
