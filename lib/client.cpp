@@ -237,7 +237,8 @@ std::vector<std::string> ClientState::mget(const std::vector<const std::string*>
   std::vector<std::string> owners(chatIds.size());
   MgetReplies replies(owners);
   for (int attempt = 0;; ++attempt) {
-    auto lease = redis_->acquire(deadline);
+    // Retried below when a reused connection turns out lost, so the idle check may be skipped.
+    auto lease = redis_->acquire(deadline, RedisPool::IdleCheck::SkipRecent);
     try {
       bump(counters_.lookupRoundTrips);
       lease->pipelineMget(resp.view(), ranges, replies, deadline);

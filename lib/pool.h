@@ -1,5 +1,6 @@
 #pragma once
 
+#include <chrono>
 #include <condition_variable>
 #include <cstddef>
 #include <deque>
@@ -16,7 +17,9 @@ namespace streamlock::detail {
 
 // A bounded pool of connections: a mutex, a condition variable and a stack of idle connections.
 // Connecting happens outside the lock. A connection that is broken() when given back, or that
-// died while idle (deadWhileIdle()), is dropped instead of being handed out again.
+// died while idle (deadWhileIdle()), is dropped instead of being handed out again. A caller that
+// sends its command once more on a fresh connection when a reused one turns out lost may skip the
+// idle check (a poll() per lease) for connections given back less than kTrustIdleFor ago.
 template <typename Connection>
 class Pool {
  public:
@@ -50,17 +53,25 @@ class Pool {
     bool reused_;
   };
 
+  static constexpr std::chrono::milliseconds kTrustIdleFor{1000};
+
+  // Whether acquire() checks an idle connection that was given back moments ago.
+  enum class IdleCheck { Always, SkipRecent };
+
   // An idle connection, or a new one while fewer than capacity exist, else waits for one to be
   // given back until the deadline. Throws Error(PoolExhausted) when none frees up in time,
-  // Error(ShutDown) after close(), and whatever the factory throws.
-  Lease acquire(Deadline deadline) {
+  // Error(ShutDown) after close(), and whatever the factory throws. With IdleCheck::SkipRecent the
+  // caller must retry once on a fresh connection when a reused() one turns out lost.
+  Lease acquire(Deadline deadline, IdleCheck check = IdleCheck::Always) {
     std::unique_lock<std::mutex> lock(mutex_);
     for (;;) {
       if (closed_) throw Error(ErrorCode::ShutDown, "the " + name_ + " pool is closed");
       while (!idle_.empty()) {
-        std::unique_ptr<Connection> connection = std::move(idle_.back());
+        Idle idle = std::move(idle_.back());
         idle_.pop_back();
-        if (!connection->deadWhileIdle()) return Lease(this, std::move(connection), true);
+        std::unique_ptr<Connection> connection = std::move(idle.connection);
+        const bool recent = check == IdleCheck::SkipRecent && Clock::now() - idle.since < kTrustIdleFor;
+        if (recent || !connection->deadWhileIdle()) return Lease(this, std::move(connection), true);
         --count_;
         lock.unlock();
         connection.reset();
@@ -86,7 +97,7 @@ class Pool {
 
   // Drops every idle connection, e.g. once one of them turned out dead after a server restart.
   void dropIdle() {
-    std::deque<std::unique_ptr<Connection>> dropped;
+    std::deque<Idle> dropped;
     {
       std::lock_guard<std::mutex> guard(mutex_);
       dropped.swap(idle_);
@@ -121,7 +132,7 @@ class Pool {
       lock.unlock();
       connection.reset();
     } else {
-      idle_.push_back(std::move(connection));
+      idle_.push_back(Idle{std::move(connection), Clock::now()});
       lock.unlock();
     }
     returned_.notify_one();
@@ -132,7 +143,11 @@ class Pool {
   const Factory open_;
   mutable std::mutex mutex_;
   std::condition_variable returned_;
-  std::deque<std::unique_ptr<Connection>> idle_;
+  struct Idle {
+    std::unique_ptr<Connection> connection;
+    Deadline since;  // when it was given back
+  };
+  std::deque<Idle> idle_;
   std::size_t count_ = 0;  // open connections, idle or leased
   bool closed_ = false;
 };

@@ -37,8 +37,11 @@ bool PgResult::isNull(int row, int column) const noexcept {
 }
 
 std::string_view PgResult::value(int row, int column) const noexcept {
-  if (isNull(row, column)) return {};
-  return {PQgetvalue(result_.get(), row, column), static_cast<std::size_t>(PQgetlength(result_.get(), row, column))};
+  if (!result_) return {};
+  // libpq gives "" (length 0) for NULL, and nullptr for a row or column out of range.
+  const char* text = PQgetvalue(result_.get(), row, column);
+  if (text == nullptr) return {};
+  return {text, static_cast<std::size_t>(PQgetlength(result_.get(), row, column))};
 }
 
 std::optional<std::string> PgResult::optional(int row, int column) const {
@@ -238,7 +241,8 @@ class PgPoolState {
 
   PgResult execute(std::string_view sql, const PgParams& params, Milliseconds timeout) {
     for (int attempt = 0;; ++attempt) {
-      auto lease = pool_.acquire(deadlineIn(options_.acquireTimeout));
+      // Retried below when a reused connection turns out lost, so the idle check may be skipped.
+      auto lease = pool_.acquire(deadlineIn(options_.acquireTimeout), Pool<PgConnection>::IdleCheck::SkipRecent);
       try {
         return lease->execute(sql, params, deadlineIn(timeout), options_.prepareStatements);
       } catch (const Error& e) {
