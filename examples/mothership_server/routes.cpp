@@ -2,6 +2,10 @@
 
 #include <unistd.h>
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
@@ -43,6 +47,37 @@ constexpr bool needsEscape(std::uint64_t word) {
   return control || hasZero(word ^ (kOnes * '"')) || hasZero(word ^ (kOnes * '\\'));
 }
 
+// The position of the first byte of text at or after `from` that a JSON string must escape, or
+// text.size(): 16 bytes per step with SSE2 (every x86-64), then 8 with needsEscape, then one.
+std::size_t firstToEscape(std::string_view text, std::size_t from) {
+  std::size_t i = from;
+#if defined(__SSE2__)
+  const __m128i lastControl = _mm_set1_epi8(0x1f);
+  const __m128i quote = _mm_set1_epi8('"');
+  const __m128i backslash = _mm_set1_epi8('\\');
+  while (text.size() - i >= 16) {
+    const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(text.data() + i));
+    // Unsigned bytes <= 0x1f are those whose maximum with 0x1f is 0x1f.
+    const __m128i control = _mm_cmpeq_epi8(_mm_max_epu8(bytes, lastControl), lastControl);
+    const __m128i special = _mm_or_si128(_mm_cmpeq_epi8(bytes, quote), _mm_cmpeq_epi8(bytes, backslash));
+    const int mask = _mm_movemask_epi8(_mm_or_si128(control, special));
+    if (mask != 0) return i + static_cast<std::size_t>(__builtin_ctz(static_cast<unsigned>(mask)));
+    i += 16;
+  }
+#endif
+  while (text.size() - i >= 8) {
+    std::uint64_t word;
+    std::memcpy(&word, text.data() + i, sizeof word);
+    if (needsEscape(word)) break;
+    i += 8;
+  }
+  for (; i < text.size(); ++i) {
+    const auto c = static_cast<unsigned char>(text[i]);
+    if (c < 0x20 || c == '"' || c == '\\') return i;
+  }
+  return i;
+}
+
 // JSON text written into a buffer with room made up front: each write is plain stores and memcpy,
 // with one bounds check per call (and growth only when an estimate was short).
 class JsonWriter {
@@ -56,27 +91,17 @@ class JsonWriter {
   }
 
   // A JSON string of text read from PostgreSQL (valid UTF-8 in a UTF8 database): escapes '"',
-  // '\\' and control characters exactly as nlohmann::json's dump() does, and copies everything
-  // else. Runs without any of them are found 8 bytes at a time and copied whole.
+  // '\\' and control characters exactly as nlohmann::json's dump() does, and copies the runs
+  // between them whole.
   void string(std::string_view text) {
     static constexpr char kHex[] = "0123456789abcdef";
     room(6 * text.size() + 2);  // the longest escape, \u00XX, is 6 bytes
     *at_++ = '"';
     std::size_t copied = 0;
-    std::size_t i = 0;
-    while (i < text.size()) {
-      if (text.size() - i >= 8) {
-        std::uint64_t word;
-        std::memcpy(&word, text.data() + i, sizeof word);
-        if (!needsEscape(word)) {
-          i += 8;
-          continue;
-        }
-      }
-      const auto c = static_cast<unsigned char>(text[i++]);
-      if (c >= 0x20 && c != '"' && c != '\\') continue;
-      copy(text.substr(copied, i - 1 - copied));
-      copied = i;
+    for (std::size_t i = firstToEscape(text, 0); i < text.size(); i = firstToEscape(text, copied)) {
+      copy(text.substr(copied, i - copied));
+      const auto c = static_cast<unsigned char>(text[i]);
+      copied = i + 1;
       switch (c) {
         case '"': copy("\\\""); break;
         case '\\': copy("\\\\"); break;
