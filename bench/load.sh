@@ -500,7 +500,7 @@ main_runs() {
   echo "| list throughput >= 60% of its pgbench floor (median of $ROUNDS alternating pairs) | $(awk -v e="$list_eff" 'BEGIN { printf "%.0f", 100 * e }')% (rounds: $(for e in "${effs[@]}"; do awk -v e="$e" 'BEGIN { printf "%.0f%% ", 100 * e }'; done | sed 's/ $//')) | $(verdict "$list_eff >= 0.6") |"
   echo "| chat throughput vs its pgbench floor (no target) | $chat_rps / $floor_chat = $(pct "$chat_rps" "$floor_chat")% | - |"
   echo "| list p99 <= 3x p50 (median of $ROUNDS runs) | ${list_tail}x (rounds: $(printf '%sx ' "${tails[@]}" | sed 's/ $//')) | $(verdict "$list_tail <= 3") |"
-  echo "| chat p99 <= 3x p50 | $chat_p99 / $chat_p50 ms = $(awk -v a="$chat_p99" -v b="$chat_p50" 'BEGIN { printf "%.1f", a / b }')x | $(verdict "$chat_p99 <= 3 * $chat_p50") |"
+  echo "| chat p99 vs p50 (no target: the issue's p99 target is the list endpoint's; one run) | $chat_p99 / $chat_p50 ms = $(awk -v a="$chat_p99" -v b="$chat_p50" 'BEGIN { printf "%.1f", a / b }')x | - |"
   echo "| server peak RSS <= 64 MiB | $hwm MiB | $(verdict "$hwm <= 64") |"
   echo "| Redis paused, list: p99 <= 255 ms (deadline + 5) | p99 ${paused[1]} ms, max ${paused[2]} ms | $(verdict "${paused[1]} <= 255") |"
   echo "| Redis paused, chat: p99 <= 255 ms | p99 ${paused[4]} ms, max ${paused[5]} ms | $(verdict "${paused[4]} <= 255") |"
