@@ -509,6 +509,14 @@ main_runs() {
   # What the figures say about the limit, from this run's own measurements.
   echo
   echo "What bounds the list runs (from the CPU columns):"
+  local lo hi flo fhi ulo uhi
+  lo=$(printf '%s\n' "${effs[@]}" | sort -g | head -n 1) hi=$(printf '%s\n' "${effs[@]}" | sort -g | tail -n 1)
+  flo=$(printf '%s\n' "${floors[@]}" | sort -g | head -n 1) fhi=$(printf '%s\n' "${floors[@]}" | sort -g | tail -n 1)
+  ulo=$(printf '%s\n' "${uss[@]}" | sort -g | head -n 1) uhi=$(printf '%s\n' "${uss[@]}" | sort -g | tail -n 1)
+  echo "- The machine's speed drifts between runs a few seconds apart: pgbench alone gave $flo to $fhi tps" \
+       "across the rounds, the server spent $ulo to $uhi us of CPU per request, and the efficiency of the" \
+       "rounds ranged from $(awk -v e="$lo" 'BEGIN { printf "%.0f", 100 * e }')% to" \
+       "$(awk -v e="$hi" 'BEGIN { printf "%.0f", 100 * e }')%. Hence the median of alternating pairs; see bench/load/tuning.md."
   if [[ $list_cpu -ge $(( $(nproc) * 90 )) ]]; then
     echo "- CPU-bound: the processes of the test used $list_cpu% of $(( $(nproc) * 100 ))% during the list run;" \
          "the server took $list_server% ($list_us us of CPU per request), PostgreSQL $list_pg%, on cores shared with wrk and Redis."

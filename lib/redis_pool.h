@@ -8,8 +8,8 @@
 #include <vector>
 
 #include "io.h"
-#include "redis_reply.h"
 #include "pool.h"
+#include "redis_reply.h"
 #include "redis_url.h"
 #include "streamlock/options.h"
 
