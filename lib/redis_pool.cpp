@@ -139,13 +139,13 @@ std::vector<Reply> RedisConnection::exchange(std::size_t count, Deadline deadlin
   return replies;
 }
 
-void* RedisConnection::readRaw(Deadline deadline, const std::string* refused) {
+void* RedisConnection::readRaw(Deadline deadline, const MgetReplies* mget) {
   for (;;) {
     void* reply = nullptr;
     if (redisGetReplyFromReader(context_, &reply) == REDIS_ERR) {
-      if (refused != nullptr && !refused->empty()) {
+      if (mget != nullptr && mget->abandoned() != nullptr) {
         broken_ = true;  // the rest of the reply is still on the wire
-        throw Error(ErrorCode::ServerError, *refused);
+        throw Error(ErrorCode::ServerError, mget->abandoned());
       }
       fail(context_->errstr);
     }
@@ -182,7 +182,7 @@ void RedisConnection::pipelineMget(std::string_view resp, const std::vector<std:
   std::exception_ptr first;
   for (const auto& [begin, end] : ranges) {
     replies.expect(begin, end);
-    void* reply = readRaw(deadline, &replies.abandoned());
+    void* reply = readRaw(deadline, &replies);
     try {
       replies.finish(reply);
     } catch (const Error&) {

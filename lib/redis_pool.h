@@ -56,9 +56,9 @@ class RedisConnection {
   [[noreturn]] void fail(const std::string& what);
   void send(Deadline deadline);
   std::vector<Reply> exchange(std::size_t count, Deadline deadline);
-  // The next reply as the reader's functions built it. When the reader fails and `refused` says
-  // why (the functions stopped it), throws Error(ServerError, *refused).
-  void* readRaw(Deadline deadline, const std::string* refused = nullptr);
+  // The next reply as the reader's functions built it. When the reader fails and mget says why
+  // (its functions stopped it), throws Error(ServerError) with that reason.
+  void* readRaw(Deadline deadline, const MgetReplies* mget = nullptr);
 
   redisContext* context_;
   bool broken_ = false;

@@ -34,43 +34,48 @@ constexpr std::size_t kErrorTextLimit = 200;
 
 // The object functions hiredis' reader calls while it parses. Every "object" is the MgetReplies
 // itself (never null, which would tell the reader "out of memory"), except when a value is refused:
-// then null stops the reader, and abandoned_ says why.
+// then null stops the reader, and abandoned_ says why. Nothing may throw through hiredis' C frames,
+// so a failed allocation stops the reader too.
 struct MgetCallbacks {
   using Shape = MgetReplies::Shape;
 
-  static MgetReplies& of(const redisReadTask* task) { return *static_cast<MgetReplies*>(task->privdata); }
-  static bool isWhole(const redisReadTask* task) { return task->parent == nullptr; }
+  static MgetReplies& of(const redisReadTask* task) noexcept { return *static_cast<MgetReplies*>(task->privdata); }
+  static bool isWhole(const redisReadTask* task) noexcept { return task->parent == nullptr; }
   // Position of a value of the reply's array, or count_ when the task is not one.
-  static std::size_t position(const MgetReplies& r, const redisReadTask* task) {
+  static std::size_t position(const MgetReplies& r, const redisReadTask* task) noexcept {
     if (r.shape_ != Shape::Array || task->parent == nullptr || task->parent->parent != nullptr || task->idx < 0) {
       return r.count_;
     }
     return static_cast<std::size_t>(task->idx);
   }
-  static void* stop(MgetReplies& r, const char* why) {
-    if (r.abandoned_.empty()) r.abandoned_ = why;
+  static void* stop(MgetReplies& r, const char* why) noexcept {
+    if (r.abandoned_ == nullptr) r.abandoned_ = why;
     return nullptr;
   }
-  static void* notString(MgetReplies& r) { return stop(r, "MGET answered with a value that is not a string"); }
+  static void* notString(MgetReplies& r) noexcept { return stop(r, "MGET answered with a value that is not a string"); }
 
-  static void* createString(const redisReadTask* task, char* str, size_t len) {
+  static void* createString(const redisReadTask* task, char* str, size_t len) noexcept {
     MgetReplies& r = of(task);
-    if (isWhole(task)) {
-      if (task->type == REDIS_REPLY_ERROR) {
-        r.shape_ = Shape::Error;
-        r.error_.assign(str, std::min<std::size_t>(len, kErrorTextLimit));
-      } else {
-        r.shape_ = Shape::NotArray;
+    try {
+      if (isWhole(task)) {
+        if (task->type == REDIS_REPLY_ERROR) {
+          r.shape_ = Shape::Error;
+          r.error_.assign(str, std::min<std::size_t>(len, kErrorTextLimit));
+        } else {
+          r.shape_ = Shape::NotArray;
+        }
+        return &r;
       }
+      std::size_t at = position(r, task);
+      if (task->type != REDIS_REPLY_STRING || at >= r.count_) return notString(r);
+      if (len > 0) r.owners_[r.begin_ + at].assign(str, len);  // an empty value counts as no owner
       return &r;
+    } catch (...) {
+      return stop(r, "out of memory reading an MGET answer");
     }
-    std::size_t at = position(r, task);
-    if (task->type != REDIS_REPLY_STRING || at >= r.count_) return notString(r);
-    if (len > 0) r.owners_[r.begin_ + at].assign(str, len);  // an empty value counts as no owner
-    return &r;
   }
 
-  static void* createArray(const redisReadTask* task, int elements) {
+  static void* createArray(const redisReadTask* task, int elements) noexcept {
     MgetReplies& r = of(task);
     if (!isWhole(task)) return notString(r);
     if (!r.valid_ || elements < 0 || static_cast<std::size_t>(elements) != r.count_) {
@@ -80,14 +85,14 @@ struct MgetCallbacks {
     return &r;
   }
 
-  static void* createInteger(const redisReadTask* task, long long) {
+  static void* createInteger(const redisReadTask* task, long long) noexcept {
     MgetReplies& r = of(task);
     if (!isWhole(task)) return notString(r);
     r.shape_ = Shape::NotArray;
     return &r;
   }
 
-  static void* createNil(const redisReadTask* task) {
+  static void* createNil(const redisReadTask* task) noexcept {
     MgetReplies& r = of(task);
     if (isWhole(task)) {
       r.shape_ = Shape::NotArray;
@@ -97,7 +102,7 @@ struct MgetCallbacks {
     return &r;
   }
 
-  static void freeObject(void*) {}  // nothing was allocated
+  static void freeObject(void*) noexcept {}  // nothing was allocated
 
   static redisReplyObjectFunctions functions;
 };

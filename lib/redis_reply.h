@@ -36,8 +36,8 @@ class MgetReplies {
   void expect(std::size_t begin, std::size_t end) noexcept;
   // Call with what redisReaderGetReply returned once it returned a reply: throws as described above.
   void finish(const void* reply) const;
-  // Why this class stopped the reader, or empty when it did not (the reader failed by itself).
-  const std::string& abandoned() const noexcept { return abandoned_; }
+  // Why this class stopped the reader, or null when it did not (the reader failed by itself).
+  const char* abandoned() const noexcept { return abandoned_; }
 
  private:
   friend class MgetReaderScope;
@@ -49,7 +49,7 @@ class MgetReplies {
   std::size_t count_ = 0;
   enum class Shape { Pending, Array, Error, NotArray } shape_ = Shape::Pending;
   std::string error_;      // the text of an error reply
-  std::string abandoned_;  // why the reader was stopped
+  const char* abandoned_ = nullptr;  // why the reader was stopped (a literal: set without allocating)
 };
 
 // Installs an MgetReplies on a reader for the scope's lifetime, then restores the reader's own

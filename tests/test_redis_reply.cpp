@@ -49,7 +49,7 @@ void readMget(redisReader* reader, const std::string& resp, Owners& owners, std:
   REQUIRE(redisReaderFeed(reader, resp.data(), resp.size()) == REDIS_OK);
   void* reply = nullptr;
   if (redisReaderGetReply(reader, &reply) != REDIS_OK) {
-    if (replies.abandoned().empty()) throw Error(ErrorCode::ConnectionLost, reader->errstr);
+    if (replies.abandoned() == nullptr) throw Error(ErrorCode::ConnectionLost, reader->errstr);
     throw Error(ErrorCode::ServerError, replies.abandoned());
   }
   REQUIRE(reply != nullptr);

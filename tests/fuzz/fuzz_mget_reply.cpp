@@ -127,7 +127,7 @@ void checkMget(std::string_view input, const redisReply* oracle, std::size_t cou
   bool accepted = false;
   if (!read) {
     // The reader stopped: only MgetReplies can have stopped it, on an array it must refuse.
-    check(!replies.abandoned().empty(), "the MGET reader failed without saying why");
+    check(replies.abandoned() != nullptr, "the MGET reader failed without saying why");
     check(isArray && !acceptable, "the MGET reader stopped on a reply it should accept or read whole");
   } else {
     try {
