@@ -71,9 +71,7 @@ LIVE_CHAT=10ad0000-0000-4000-8000-000000000001  # chat 1: live, the single-chat 
 # Chat i (1..50): i % 3 = 1 live, i % 3 = 2 stuck, i % 3 = 0 idle.
 CHAT_ID_SQL="('10ad0000-0000-4000-8000-' || lpad(i::text, 12, '0'))::uuid"
 
-log() { printf 'bench/load.sh: %s\n' "$*" >&2; }
-die() { log "error: $*"; exit 1; }
-usage() { sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"; }
+use_script_messages bench/load.sh "${BASH_SOURCE[0]}"  # log, die, usage (tests/services.sh)
 
 parse_args() {
   while [[ $# -gt 0 ]]; do

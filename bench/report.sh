@@ -18,9 +18,9 @@ OUTPUT=$ROOT/BENCHMARKS.md
 SWEEP=(--sweep)
 LOGS=""
 
-log() { printf 'bench/report.sh: %s\n' "$*" >&2; }
-die() { log "error: $*"; exit 1; }
-usage() { sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"; }
+# shellcheck source=tests/services.sh
+source "$ROOT/tests/services.sh"
+use_script_messages bench/report.sh "${BASH_SOURCE[0]}"  # log, die, usage
 
 while [[ $# -gt 0 ]]; do
   case $1 in

@@ -35,9 +35,7 @@ REDIS_PID=""      # set by start_redis and start_postgres (tests/services.sh), f
 PG_DATA=""
 START_TIME=$(date +%s)
 
-log() { printf 'bench/run.sh: %s\n' "$*" >&2; }
-die() { log "error: $*"; exit 1; }
-usage() { sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"; }
+use_script_messages bench/run.sh "${BASH_SOURCE[0]}"  # log, die, usage (tests/services.sh)
 
 parse_args() {
   while [[ $# -gt 0 ]]; do

@@ -53,9 +53,7 @@ PG_DATA=""
 CTEST_PID=""
 START_TIME=$(date +%s)
 
-log() { printf 'tests/run.sh: %s\n' "$*" >&2; }
-die() { log "error: $*"; exit 1; }
-usage() { sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"; }
+use_script_messages tests/run.sh "${BASH_SOURCE[0]}"  # log, die, usage (tests/services.sh)
 
 parse_args() {
   CTEST_ARGS=()

@@ -15,6 +15,17 @@
 # set REDIS_PID="" and PG_DATA="" before its cleanup trap can run, so that stop_redis and
 # stop_postgres never act on values inherited from the environment.
 
+# Defines log, die and usage for a command-line script that sources this file: log and die put NAME
+# (e.g. bench/load.sh) before each message, usage prints FILE's header comment (its lines from the
+# second to `set -euo`, without the leading "# "). Call: use_script_messages NAME "${BASH_SOURCE[0]}".
+use_script_messages() {
+  SCRIPT_NAME=$1
+  SCRIPT_FILE=$2
+  log() { printf '%s: %s\n' "$SCRIPT_NAME" "$*" >&2; }
+  die() { log "error: $*"; exit 1; }
+  usage() { sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$SCRIPT_FILE"; }
+}
+
 # Logs a line through the caller's log, else to stderr after the script's name.
 services_log() {
   if declare -F log >/dev/null; then log "$@"; else printf '%s: %s\n' "${0##*/}" "$*" >&2; fi

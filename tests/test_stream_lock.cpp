@@ -409,6 +409,28 @@ TEST_CASE("release: deletes our value once and is idempotent") {
   CHECK(redis.get(key) == Value("stream-2"));
 }
 
+TEST_CASE("acquire right after the server closed the pooled connection still takes the lock") {
+  // The lock operations have no retry, so they must not skip the idle check of a connection that
+  // was given back moments ago (the lookups and PgPool may: they retry on a fresh connection).
+  test::RedisServerProcess server;
+  test::TestRedis admin(server.url());
+  test::CapturedLog log;
+  const auto options = test::clientOptions(server.url(), log);
+  Client client(options);
+  const auto key = test::lockKey(options, "chat-1");
+
+  auto first = client.acquireStreamLock("chat-1", "stream-1");
+  REQUIRE(first);
+  REQUIRE(first->release() == ReleaseOutcome::Released);
+  REQUIRE(admin.integer({"CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"}) >= 1);
+
+  auto second = client.acquireStreamLock("chat-1", "stream-2");
+  REQUIRE(second);
+  CHECK(admin.get(key) == Value("stream-2"));
+  CHECK(second->release() == ReleaseOutcome::Released);
+  CHECK_FALSE(admin.exists(key));
+}
+
 TEST_CASE("release: on destruction, and a moved-from lock releases nothing") {
   test::CapturedLog log;
   const auto options = test::clientOptions(test::redisUrl(), log);

@@ -25,7 +25,6 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
-#include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -52,8 +51,6 @@
 #include <hiredis/hiredis.h>
 
 #include "harness.h"
-
-extern char** environ;
 
 using namespace servertest;
 
@@ -162,24 +159,14 @@ std::string stdoutLine(Worker& w, const std::string& line) {
 void spawnWorker(Worker& w, const std::vector<std::string>& argv) {
   int fds[2];
   if (pipe2(fds, O_CLOEXEC) != 0) throw std::runtime_error("pipe2 failed");
-  std::vector<std::string> args = argv;
-  std::vector<char*> argp;
-  for (auto& arg : args) argp.push_back(arg.data());
-  argp.push_back(nullptr);
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
-  posix_spawn_file_actions_adddup2(&actions, fds[1], 1);
-  posix_spawn_file_actions_adddup2(&actions, fds[1], 2);
-  // No socket of the test (readers, Redis, PostgreSQL) may leak into a worker.
-  posix_spawn_file_actions_addclosefrom_np(&actions, 3);
-  const int error = posix_spawn(&w.pid, argp[0], &actions, nullptr, argp.data(), environ);
-  posix_spawn_file_actions_destroy(&actions);
-  close(fds[1]);
-  if (error != 0) {
+  try {
+    w.pid = servertest::spawnProcess(argv, fds[1], fds[1]);
+  } catch (...) {
     close(fds[0]);
-    throw std::runtime_error("cannot start " + argv.front() + ": " + std::strerror(error));
+    close(fds[1]);
+    throw;
   }
+  close(fds[1]);
   fcntl(fds[0], F_SETFL, fcntl(fds[0], F_GETFL) | O_NONBLOCK);
   w.fd = fds[0];
   w.spawned = true;

@@ -231,6 +231,24 @@ Caller newCaller(Seed& seed) {
 
 // ---- Subprocess ----
 
+pid_t spawnProcess(const std::vector<std::string>& argv, int stdoutFd, int stderrFd, char* const* envp) {
+  std::vector<std::string> args = argv;
+  std::vector<char*> argp;
+  for (auto& arg : args) argp.push_back(arg.data());
+  argp.push_back(nullptr);
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
+  posix_spawn_file_actions_adddup2(&actions, stdoutFd, 1);
+  posix_spawn_file_actions_adddup2(&actions, stderrFd, 2);
+  posix_spawn_file_actions_addclosefrom_np(&actions, 3);
+  pid_t pid = -1;
+  const int error = posix_spawn(&pid, argp[0], &actions, nullptr, argp.data(), envp != nullptr ? envp : environ);
+  posix_spawn_file_actions_destroy(&actions);
+  if (error != 0) throw std::runtime_error("cannot start " + argv.front() + ": " + std::strerror(error));
+  return pid;
+}
+
 Subprocess::Subprocess(const std::vector<std::string>& argv,
                        const std::map<std::string, std::optional<std::string>>& env) {
   char stderrTemplate[] = "/tmp/mothership-test-stderr-XXXXXX";
@@ -252,25 +270,18 @@ Subprocess::Subprocess(const std::vector<std::string>& argv,
   std::vector<char*> envp;
   for (auto& variable : environment) envp.push_back(variable.data());
   envp.push_back(nullptr);
-  std::vector<std::string> args = argv;
-  std::vector<char*> argp;
-  for (auto& arg : args) argp.push_back(arg.data());
-  argp.push_back(nullptr);
 
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
-  posix_spawn_file_actions_adddup2(&actions, pipeFds[1], 1);
-  posix_spawn_file_actions_adddup2(&actions, stderrFd, 2);
-  const int error = posix_spawn(&pid_, argp[0], &actions, nullptr, argp.data(), envp.data());
-  posix_spawn_file_actions_destroy(&actions);
+  try {
+    pid_ = spawnProcess(argv, pipeFds[1], stderrFd, envp.data());
+  } catch (...) {
+    close(pipeFds[0]);
+    close(pipeFds[1]);
+    close(stderrFd);
+    throw;
+  }
   close(pipeFds[1]);
   close(stderrFd);
   stdout_ = pipeFds[0];
-  if (error != 0) {
-    close(stdout_);
-    throw std::runtime_error("cannot start " + argv.front() + ": " + std::strerror(error));
-  }
 }
 
 Subprocess::~Subprocess() {

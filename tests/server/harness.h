@@ -114,6 +114,11 @@ struct Caller {
 };
 Caller newCaller(Seed& seed);
 
+// Starts argv (argv[0] a path) with stdin from /dev/null, stdout and stderr on the given
+// descriptors, and no other descriptor of this process: the test's own sockets (Redis, PostgreSQL,
+// HTTP) never leak into a child. envp null: this process's environment. Throws on failure.
+pid_t spawnProcess(const std::vector<std::string>& argv, int stdoutFd, int stderrFd, char* const* envp = nullptr);
+
 // A child process with its stdout on a pipe and its stderr in a file.
 class Subprocess {
  public:
