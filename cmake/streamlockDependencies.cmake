@@ -20,4 +20,9 @@ if(NOT TARGET fmt::fmt)
   find_package(fmt REQUIRED)
 endif()
 
+# TLS to Redis (rediss://): Debian's libssl-dev.
+if(NOT TARGET OpenSSL::SSL)
+  find_package(OpenSSL 1.1.1 REQUIRED)
+endif()
+
 find_package(Threads REQUIRED)

@@ -35,7 +35,7 @@ set -euo pipefail
 # Debian packages the build and the tests need; add new ones here.
 PACKAGES=(
   build-essential cmake pkg-config procps
-  libhiredis-dev libpq-dev libfmt-dev catch2 libcpp-httplib-dev nlohmann-json3-dev
+  libhiredis-dev libpq-dev libssl-dev openssl libfmt-dev catch2 libcpp-httplib-dev nlohmann-json3-dev
   redis-server postgresql postgresql-contrib chromium
 )
 # What --fuzz needs on top: clang and its runtimes (libFuzzer, ASan, UBSan).

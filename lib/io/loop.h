@@ -1,0 +1,101 @@
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <thread>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include "io/clock.h"
+
+namespace streamlock::detail {
+
+// Told which events (EPOLLIN, EPOLLOUT, EPOLLERR, EPOLLHUP) a watched descriptor is ready for.
+class IoHandler {
+ public:
+  virtual void onIo(std::uint32_t events) = 0;
+
+ protected:
+  ~IoHandler() = default;
+};
+
+// One I/O thread: an epoll set, timers, and a queue of tasks that any thread may post. Everything
+// else in the library that touches a socket runs on this thread, so that none of it needs a lock.
+//
+// Loop-thread-only members say so; the others are thread-safe.
+class Loop {
+ public:
+  using Task = std::function<void()>;
+  using TimerId = std::uint64_t;
+
+  Loop();
+  ~Loop();  // stops and joins the thread (never call it on the loop thread)
+  Loop(const Loop&) = delete;
+  Loop& operator=(const Loop&) = delete;
+
+  // Runs task on the loop thread, after the tasks posted before it, starting the thread on first
+  // use. Returns false (and drops the task) once stop() has begun. Never blocks on I/O.
+  bool post(Task task);
+
+  // Asks the thread to return after its current iteration, and joins it. Tasks still queued are
+  // dropped (destroyed on the calling thread). Idempotent.
+  void stop();
+
+  bool inLoopThread() const noexcept;
+  bool started() const noexcept;
+
+  // --- Loop thread only ---------------------------------------------------------------------
+  // Runs task once at `when` (at once if it has passed, but never inside this call).
+  TimerId at(Deadline when, Task task);
+  // A cancelled (or already run) timer never runs; cancelling 0 or an unknown id is harmless.
+  void cancel(TimerId id) noexcept;
+  // Watches fd for events (EPOLLIN / EPOLLOUT, level-triggered); replaces an earlier interest.
+  void watch(int fd, IoHandler* handler, std::uint32_t events);
+  void unwatch(int fd) noexcept;
+  // Runs task once at the end of the current iteration, after every event, timer and posted task
+  // of it: where the commands that several callers queued in one iteration are written at once.
+  void atEndOfIteration(Task task);
+
+  // --- fork() support (fork.cpp) ------------------------------------------------------------------
+  // Held by the loop thread while it works (not while it waits in epoll_wait): whoever holds it
+  // knows that the loop's data is consistent, which a fork() child needs to free it.
+  std::mutex& workMutex() noexcept { return work_; }
+  std::mutex& postMutex() noexcept { return postMutex_; }
+  // In a fork() child: forget the thread (it does not exist there) without joining it, and close
+  // the loop's own descriptors. Only memory is freed afterwards.
+  void abandonAfterFork() noexcept;
+
+ private:
+  void run();
+  void runTimers();
+  int waitMilliseconds();
+  void wake();
+
+  const int epoll_;
+  const int wakeFd_;
+
+  std::mutex postMutex_;
+  std::vector<Task> posted_;
+  bool stopping_ = false;
+  bool wakePending_ = false;
+
+  std::mutex threadMutex_;  // start and stop of the thread
+  std::thread thread_;
+  std::atomic<std::thread::id> threadId_{};
+  std::atomic<bool> started_{false};
+
+  std::mutex work_;
+  bool quit_ = false;  // loop thread: leave after this iteration
+  std::map<std::pair<Deadline, TimerId>, Task> timers_;
+  std::unordered_map<TimerId, Deadline> timerDeadlines_;
+  TimerId nextTimer_ = 1;
+  std::unordered_map<int, IoHandler*> handlers_;
+  std::vector<Task> endOfIteration_;
+};
+
+}  // namespace streamlock::detail
