@@ -13,7 +13,7 @@
 
 #include "io.h"
 #include "pool.h"
-#include "redis_url.h"
+#include "redis/url.h"
 #include "streamlock/error.h"
 
 namespace streamlock {

@@ -50,7 +50,7 @@ TEST_CASE("many threads on shared and distinct chats keep every invariant") {
   options.repair.lockTimeout = 5s;           // rows are contended here; deadlines are tested elsewhere
   options.redis.lookupDeadline = 5s;         // and this must hold under TSan
   options.redis.commandTimeout = 5s;
-  options.lock.ttl = 5s;
+  options.lock.ttl = 10s;                    // longer than commandTimeout + 500 ms (options are validated)
   options.lock.heartbeatInterval = 20ms;     // the heartbeat thread is busy throughout
   std::array<Client, 2> clients{Client(options), Client(options)};
 

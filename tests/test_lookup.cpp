@@ -335,7 +335,7 @@ TEST_CASE("breaker: an open breaker does not ask Redis even when it is back") {
   options.breaker.coolDown = 60s;
   Client client(options);
   server.kill();
-  for (int i = 0; i < 3; ++i) client.getActiveChatStreamIds({"chat-a"});
+  for (int i = 0; i < 3; ++i) static_cast<void>(client.getActiveChatStreamIds({"chat-a"}));
   REQUIRE(client.breakerState() == BreakerState::Open);
   server.start();
   test::TestRedis redis(server.url());
@@ -356,8 +356,8 @@ TEST_CASE("breaker: a successful lookup resets the count of consecutive failures
   Client client(options);
   for (int round = 0; round < 2; ++round) {
     server.kill();
-    client.getActiveChatStreamIds({"chat-a"});
-    client.getActiveChatStreamIds({"chat-a"});
+    static_cast<void>(client.getActiveChatStreamIds({"chat-a"}));
+    static_cast<void>(client.getActiveChatStreamIds({"chat-a"}));
     server.start();
     CHECK(client.getActiveChatStreamIds({"chat-a"}).status == LookupStatus::Verified);
   }
@@ -373,7 +373,7 @@ TEST_CASE("breaker: closes after a successful probe once the cool-down has passe
   options.breaker.coolDown = 300ms;
   Client client(options);
   server.kill();
-  for (int i = 0; i < 3; ++i) client.getActiveChatStreamIds({"chat-a"});
+  for (int i = 0; i < 3; ++i) static_cast<void>(client.getActiveChatStreamIds({"chat-a"}));
   REQUIRE(client.breakerState() == BreakerState::Open);
   server.start();
   test::TestRedis(server.url()).set(test::lockKey(options, "chat-a"), "stream-a");
@@ -402,14 +402,14 @@ TEST_CASE("breaker: a failed probe opens it again") {
   options.breaker.failureThreshold = 3;
   options.breaker.coolDown = 300ms;
   Client client(options);
-  for (int i = 0; i < 3; ++i) client.getActiveChatStreamIds({"chat-a"});
+  for (int i = 0; i < 3; ++i) static_cast<void>(client.getActiveChatStreamIds({"chat-a"}));
   REQUIRE(client.breakerState() == BreakerState::Open);
   const auto errorsWhenOpened = client.counters().redisErrors;
 
   // Once the cool-down ends, one call probes (and fails): Redis is asked once more.
   CHECK(test::waitUntil(
       [&] {
-        client.getActiveChatStreamIds({"chat-a"});
+        static_cast<void>(client.getActiveChatStreamIds({"chat-a"}));
         return client.counters().redisErrors > errorsWhenOpened;
       },
       10s, 20ms));
@@ -427,7 +427,7 @@ TEST_CASE("breaker: half-open lets one probe through while the others answer unk
   options.redis.connectTimeout = 3s;
   Client client(options);
   server.kill();  // refused: three quick failures
-  for (int i = 0; i < 3; ++i) client.getActiveChatStreamIds({"chat-a"});
+  for (int i = 0; i < 3; ++i) static_cast<void>(client.getActiveChatStreamIds({"chat-a"}));
   REQUIRE(client.breakerState() == BreakerState::Open);
   server.start();
   server.pause();  // the probe will hang until its deadline

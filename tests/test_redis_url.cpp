@@ -4,7 +4,7 @@
 
 #include <string>
 
-#include "redis_url.h"
+#include "redis/url.h"
 #include "streamlock/client.h"
 #include "streamlock/error.h"
 
@@ -99,10 +99,17 @@ TEST_CASE("bracketed IPv6 host with and without port", "[unit]") {
   }
 }
 
-TEST_CASE("rediss and unix URLs are unsupported", "[unit]") {
-  CHECK(refusal("rediss://cache:6380") == ErrorCode::Unsupported);
-  CHECK(refusal("rediss://:s3cr3t-pw@cache:6380/0") == ErrorCode::Unsupported);
+TEST_CASE("rediss URLs ask for TLS; unix URLs are unsupported", "[unit]") {
+  const auto url = parseRedisUrl("rediss://:s3cr3t-pw@cache:6380/2");
+  CHECK(url.tls);
+  CHECK(url.host == "cache");
+  CHECK(url.port == 6380);
+  CHECK(url.password == "s3cr3t-pw");
+  CHECK(url.db == 2);
+  CHECK_FALSE(parseRedisUrl("redis://cache").tls);
+  CHECK(parseRedisUrl("REDISS://cache").tls);
   CHECK(refusal("unix:///var/run/redis.sock") == ErrorCode::Unsupported);
+  CHECK(refusal("redis+unix:///var/run/redis.sock") == ErrorCode::Unsupported);
 }
 
 TEST_CASE("other schemes and malformed URLs are invalid arguments", "[unit]") {
@@ -136,7 +143,7 @@ TEST_CASE("no password in any error message", "[unit]") {
   CHECK(refusal("redis://:s3cr3t-pw@cache:notaport") == ErrorCode::InvalidArgument);
   CHECK(refusal("redis://alice:s3cr3t-pw@cache:6379/notadb") == ErrorCode::InvalidArgument);
   CHECK(refusal("redis://alice:s3cr3t-pw@") == ErrorCode::InvalidArgument);
-  CHECK(refusal("rediss://alice:s3cr3t-pw@cache") == ErrorCode::Unsupported);
+  CHECK(refusal("rediss://alice:s3cr3t-pw@cache:bad") == ErrorCode::InvalidArgument);
   CHECK(refusal("redis://alice:s3cr3t-pw@[::1:6379") == ErrorCode::InvalidArgument);
   SECTION("nor the decoded or encoded form of a percent-encoded password") {
     CHECK(refusal("redis://:p%40ss-s3cr3t@cache:bad", "p%40ss-s3cr3t") == ErrorCode::InvalidArgument);
@@ -175,7 +182,7 @@ TEST_CASE("the Client refuses a URL it cannot serve", "[unit]") {
     FAIL("Client accepted " << url);
     return ErrorCode::InvalidArgument;
   };
-  CHECK(clientError("rediss://:s3cr3t-pw@cache:6380") == ErrorCode::Unsupported);
+  CHECK(clientError("unix://:s3cr3t-pw@/var/run/redis.sock") == ErrorCode::Unsupported);
   CHECK(clientError("redis://:s3cr3t-pw@cache:notaport") == ErrorCode::InvalidArgument);
   CHECK(clientError("http://cache") == ErrorCode::InvalidArgument);
 }

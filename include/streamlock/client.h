@@ -1,5 +1,8 @@
 #pragma once
 
+/// @file
+/// The library object (Client), the writer's lock (StreamLock) and its heartbeat (Heartbeat).
+
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -8,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "streamlock/completion.h"
 #include "streamlock/options.h"
 #include "streamlock/pending_streams.h"
 #include "streamlock/postgres.h"
@@ -16,57 +20,69 @@
 namespace streamlock {
 
 namespace detail {
-class ClientState;
+class ClientCore;
 struct HeartbeatEntry;
 }  // namespace detail
 
-// Monotonic counters since the Client was created.
+/// Monotonic counters since the Client was created.
 struct Counters {
-  std::uint64_t lookupsVerified = 0;      // lookups answered by Redis (empty input included)
-  std::uint64_t lookupsUnknown = 0;       // lookups answered from the pending map only
-  std::uint64_t lookupRoundTrips = 0;     // Redis round trips of lookups (one pipeline each)
-  std::uint64_t redisErrors = 0;          // failed Redis calls, timeouts included
-  std::uint64_t redisTimeouts = 0;        // of which deadlines
-  std::uint64_t breakerOpened = 0;        // times the breaker opened
-  std::uint64_t breakerShortCircuits = 0; // lookups answered unknown by an open breaker
-  std::uint64_t markersRepaired = 0;      // stale markers cleared
-  std::uint64_t repairFailures = 0;       // repair statements that failed
-  std::uint64_t locksAcquired = 0;
-  std::uint64_t locksReleased = 0;        // compare-and-delete that removed our own value
-  std::uint64_t heartbeatsExtended = 0;
-  std::uint64_t heartbeatsFailed = 0;     // extends that errored and were retried
-  std::uint64_t heartbeatsLost = 0;       // ownership losses reported
+  std::uint64_t lookupsVerified = 0;      ///< lookups answered by Redis (empty input included)
+  std::uint64_t lookupsUnknown = 0;       ///< lookups answered from the pending map only
+  std::uint64_t lookupRoundTrips = 0;     ///< Redis round trips of lookups (one pipeline each)
+  std::uint64_t redisErrors = 0;          ///< failed Redis calls, timeouts included
+  std::uint64_t redisTimeouts = 0;        ///< of which deadlines
+  std::uint64_t breakerOpened = 0;        ///< times the breaker opened
+  std::uint64_t breakerShortCircuits = 0; ///< lookups answered unknown by an open breaker
+  std::uint64_t markersRepaired = 0;      ///< stale markers cleared
+  std::uint64_t repairFailures = 0;       ///< repair statements that failed
+  std::uint64_t locksAcquired = 0;        ///< acquires that took the lock
+  std::uint64_t locksReleased = 0;        ///< compare-and-delete that removed our own value
+  std::uint64_t heartbeatsExtended = 0;   ///< successful compare-and-expires
+  std::uint64_t heartbeatsFailed = 0;     ///< extends that errored or timed out (retried soon)
+  std::uint64_t heartbeatsLost = 0;       ///< ownership losses reported
+  std::uint64_t orphansCleaned = 0;       ///< failed acquires whose possible lock was compare-and-deleted
 };
 
+/// The Redis circuit breaker of the read path.
 enum class BreakerState { Closed, Open, HalfOpen };
 
+/// "closed", "open" or "half-open".
 const char* toString(BreakerState state) noexcept;
 
+/// Redis as a health check sees it.
 struct RedisStatus {
   enum class Mode { Disabled, Verified, Unknown };
-  Mode mode = Mode::Disabled;
+  Mode mode = Mode::Disabled;                  ///< no URL; answered a PING; or did not
   BreakerState breaker = BreakerState::Closed;
+  std::string detail;  ///< why it is unknown (e.g. "connection refused"); never a password
 };
 
+/// "disabled", "verified" or "unknown".
 const char* toString(RedisStatus::Mode mode) noexcept;
 
-// Called once, from the heartbeat thread, when a lock is found taken over, deleted, or not
-// extended for a whole TTL. No internal lock is held: it may call StreamLock::release().
+/// Told once that a held lock was lost: found taken over or deleted by an extend, or not extended
+/// in time (see protocol::WriterTiming::ownershipWindow): the writer must stop producing at once.
+/// Runs on Options::executor, else on the library's callback thread, with no internal lock held:
+/// it may call anything, release() and shutdown() included, and may destroy the Client.
 using OwnershipLostCallback = std::function<void(const std::string& chatId, const std::string& streamId)>;
 
+/// How a release ended.
 enum class ReleaseOutcome {
-  Released,         // our value was deleted (or, without Redis, our local entry removed)
-  NotOwner,         // the key was gone or held another stream's id: nothing was deleted
-  Failed,           // Redis failed; the lock expires by its TTL
-  AlreadyReleased,  // this StreamLock was released before (or the Client shut down)
+  Released,         ///< our value was deleted (or, without Redis, our local entry removed)
+  NotOwner,         ///< the key was gone or held another stream's id: nothing was deleted
+  Failed,           ///< Redis failed; the lock expires by its TTL
+  AlreadyReleased,  ///< this StreamLock was released before (or the Client shut down)
 };
 
+/// "released", "not owner", "failed" or "already released".
 const char* toString(ReleaseOutcome outcome) noexcept;
 
-// Keeps one lock alive: the Client's heartbeat thread extends it every interval with
-// compare-and-expire. Stops on destruction, on stop(), on release of its lock, or on ownership
-// loss. Move-only; all members are thread-safe and return at once.
-class Heartbeat {
+/// Keeps one lock alive: the Client's I/O thread extends it every heartbeat interval with
+/// compare-and-expire, and reports ownership lost when an extend finds another owner or no key, or
+/// when no extend succeeded within the ownership window. Stops on destruction, on stop(), on release
+/// of its lock, on ownership loss and at the Client's shutdown. Default-constructible (not running)
+/// and move-only. Every member is thread-safe and returns at once.
+class [[nodiscard]] Heartbeat {
  public:
   Heartbeat() = default;
   ~Heartbeat();
@@ -75,8 +91,11 @@ class Heartbeat {
   Heartbeat(const Heartbeat&) = delete;
   Heartbeat& operator=(const Heartbeat&) = delete;
 
+  /// Stops extending the lock (which then expires by its TTL unless released). Idempotent.
   void stop() noexcept;
+  /// Whether ownership was lost (and reported): the writer must stop producing.
   bool ownershipLost() const noexcept;
+  /// Whether the lock is still being extended.
   bool running() const noexcept;
 
  private:
@@ -85,8 +104,10 @@ class Heartbeat {
   std::shared_ptr<detail::HeartbeatEntry> entry_;
 };
 
-// A held lock on one chat. Releases itself (compare-and-delete) on destruction. Move-only.
-class StreamLock {
+/// A held lock on one chat. Move-only. Released (compare-and-delete) on destruction: the release
+/// is handed to the Client's I/O thread, so destroying a StreamLock never blocks on the network.
+/// A StreamLock may outlive its Client: it then answers AlreadyReleased.
+class [[nodiscard]] StreamLock {
  public:
   ~StreamLock();
   StreamLock(StreamLock&&) noexcept = default;
@@ -97,93 +118,141 @@ class StreamLock {
   const std::string& chatId() const noexcept { return chatId_; }
   const std::string& streamId() const noexcept { return streamId_; }
 
-  // Starts extending the lock every heartbeat interval. Thread-safe; returns at once.
-  // Without Redis the lock cannot expire and the heartbeat does nothing.
+  /// Starts extending the lock every heartbeat interval; onLost (optional) is told of a loss.
+  /// Thread-safe; returns at once. Without Redis the lock cannot expire and the heartbeat does
+  /// nothing. Keep the returned Heartbeat: destroying it stops the heartbeat.
   Heartbeat startHeartbeat(OwnershipLostCallback onLost = {});
 
-  // Deletes the lock only while it holds our stream id, and removes the pending-map entry.
-  // Thread-safe and idempotent; blocks at most redis.poolSize wait + commandTimeout. Never throws.
+  /// Deletes the lock only while it holds our stream id, and removes the pending-map entry.
+  /// Thread-safe and idempotent; never throws. Blocks at most redis.commandTimeout (connecting
+  /// included); returns at once when already released.
   ReleaseOutcome release() noexcept;
+  /// The completion form of release(): returns at once; done is called once with the outcome.
+  void release(Completion<ReleaseOutcome> done) noexcept;
 
  private:
-  friend class Client;
-  StreamLock(std::shared_ptr<detail::ClientState> client, std::string chatId, std::string streamId,
+  friend class detail::ClientCore;
+  StreamLock(std::shared_ptr<detail::ClientCore> client, std::string chatId, std::string streamId,
              std::chrono::steady_clock::time_point acquiredAt);
-  std::shared_ptr<detail::ClientState> client_;
+  std::shared_ptr<detail::ClientCore> client_;
   std::string chatId_;
   std::string streamId_;
-  std::chrono::steady_clock::time_point acquiredAt_;
+  std::chrono::steady_clock::time_point acquiredAt_;  // when the winning SET was sent
 };
 
-// The library object: the pools, the pending map, the breaker, the heartbeat thread and the
-// counters of one application. Two Clients share nothing. Every member is thread-safe.
-//
-// fork(): a Client does not survive fork(). The child has no heartbeat thread and shares the
-// parent's sockets; create Clients after forking, and never use a parent's Client in a child.
+/// The outcome of an acquire: a held lock; nullopt when another stream holds it (busy); or an
+/// Error (Redis failing, timing out, shut down, invalid argument).
+using AcquireResult = Result<std::optional<StreamLock>>;
+
+/// The library object: one I/O thread that drives every Redis and PostgreSQL socket, the pending
+/// map, the breaker, the heartbeats and the counters of one application. Two Clients share nothing;
+/// there is no global state. Every member is thread-safe.
+///
+/// Each call comes in two forms. The blocking form waits for the outcome (within the bound it
+/// documents). The completion form returns at once, never blocking its caller on the network, a
+/// lock held by another thread or a connection, and calls `done` exactly once: never inside the
+/// call that started it, within the same bound as the blocking form, on Options::executor if
+/// set, else on the library's callback thread (never the I/O thread).
+///
+/// fork(): a child never touches the parent's locks or connections. Destroying a parent's Client
+/// in a child (e.g. static destructors at exit() after a failed execvp) sends nothing and joins no
+/// thread: it only frees memory. Any other call in a child fails as if the Client were shut down.
+/// The parent's Client is unaffected by anything the child does. Create Clients after forking.
 class Client {
  public:
-  // Validates the options: throws Error(InvalidArgument) for a bad URL or option and
-  // Error(Unsupported) for rediss://. Opens no connection: they open on first use.
+  /// Checks every option (Error(InvalidArgument) naming the first bad one, e.g.
+  /// "redis.lookupDeadline must be positive") and the URLs. Opens no connection and starts no
+  /// thread: the I/O thread starts with the first call that needs it.
   explicit Client(Options options);
-  ~Client();  // shutdown()
+  /// shutdown(). Safe from any thread, including inside a completion or an ownership-lost callback.
+  ~Client();
   Client(const Client&) = delete;
   Client& operator=(const Client&) = delete;
 
-  // The lock owners of a batch of chats. Empty input: verified, no Redis call. Otherwise the whole
-  // batch in one Redis round trip (MGETs pipelined), or unknown with the local owners when Redis
-  // is not configured, failing, or behind an open breaker. Never throws.
-  // Blocks at most options.redis.lookupDeadline.
-  ActiveStreams getActiveChatStreamIds(const std::vector<std::string>& chatIds) noexcept;
+  // --- Reader ----------------------------------------------------------------------------------
 
-  // Reconciles markers read from the database against the locks (see reconcileMarkers) and, with
-  // options.repair, clears the verified-stale ones in one statement before returning.
-  //
-  // Read the markers from the database BEFORE calling this. Read after the lookup, a stream that
-  // started in between has a marker but a lock the lookup did not see, and repair would clear it.
-  //
-  // Only candidates with a marker are looked up. Never throws; a repair failure is logged, counted
-  // and reported in the result. Blocks at most lookupDeadline + the repair bound below (+ a PostgreSQL
-  // connection wait when repairing).
-  ReconcileResult reconcileChatStreamMarkers(const std::vector<MarkerCandidate>& candidates,
-                                             const ReconcileOptions& options = {}) noexcept;
+  /// The lock owners of a batch of chats. Empty input: verified, no Redis call. Otherwise the whole
+  /// batch in one Redis round trip (MGETs pipelined), or unknown with the local owners when Redis
+  /// is not configured, failing, or behind an open breaker. Never throws.
+  /// Blocks at most redis.lookupDeadline.
+  [[nodiscard]] ActiveStreams getActiveChatStreamIds(const std::vector<std::string>& chatIds) noexcept;
+  /// The completion form of getActiveChatStreamIds.
+  void getActiveChatStreamIds(std::vector<std::string> chatIds, Completion<ActiveStreams> done) noexcept;
 
-  // Compare-and-clear of all the given markers in ONE statement:
-  //   UPDATE table SET marker = NULL WHERE (id, marker) matches a given pair.
-  // Writes only the marker column. Never throws; needs PostgreSQL configured (else failed).
-  // Blocks at most repair.lockTimeout (waiting for a repair connection) + repair.statementTimeout +
-  // repair.lockTimeout, plus a one-time column-type lookup.
-  RepairResult repairStaleMarkers(const std::vector<StaleMarker>& markers) noexcept;
+  /// Reconciles markers read from the database against the locks (see reconcileMarkers) and, with
+  /// options.repair, clears the verified-stale ones in one statement before returning.
+  ///
+  /// Read the markers from the database BEFORE calling this. Read after the lookup, a stream that
+  /// started in between has a marker but a lock the lookup did not see, and repair would clear it.
+  ///
+  /// Only candidates with a marker are looked up. Never throws; a repair failure is logged, counted
+  /// and reported in the result. Blocks at most redis.lookupDeadline, plus with repair
+  /// repair.lockTimeout + repair.statementTimeout (connecting included).
+  [[nodiscard]] ReconcileResult reconcileChatStreamMarkers(const std::vector<MarkerCandidate>& candidates,
+                                                           const ReconcileOptions& options = {}) noexcept;
+  /// The completion form of reconcileChatStreamMarkers.
+  void reconcileChatStreamMarkers(std::vector<MarkerCandidate> candidates, ReconcileOptions options,
+                                  Completion<ReconcileResult> done) noexcept;
 
-  // Writer side: SET key streamId NX EX ttl, and records the stream in the pending map.
-  // nullopt when another stream holds the lock past waitFor (zero: do not wait).
-  // Throws Error when Redis fails (ConnectFailed, Timeout, ...) or on an empty chat or stream id.
-  // Blocks at most waitFor + commandTimeout (+ a pool wait).
-  std::optional<StreamLock> acquireStreamLock(const std::string& chatId, const std::string& streamId,
-                                              Milliseconds waitFor = Milliseconds{0});
+  /// Compare-and-clear of all the given markers in ONE statement (protocol::repairSql), writing
+  /// only the marker column. Never throws; needs PostgreSQL configured (else failed). Blocks at most
+  /// repair.lockTimeout + repair.statementTimeout, everything included (pool wait, connect, the
+  /// one-time column-type lookup).
+  [[nodiscard]] RepairResult repairStaleMarkers(const std::vector<StaleMarker>& markers) noexcept;
+  /// The completion form of repairStaleMarkers.
+  void repairStaleMarkers(std::vector<StaleMarker> markers, Completion<RepairResult> done) noexcept;
 
-  // Writer protocol steps 2 and 4 on the repair table: set the marker; clear it only while it
-  // still holds streamId. Return whether a row changed. Throw Error on database failure.
+  // --- Writer ----------------------------------------------------------------------------------
+
+  /// `SET key streamId NX EX ttl`, and records the stream in the pending map. nullopt when another
+  /// stream holds the lock past waitFor (zero or negative: do not wait; a huge value waits for
+  /// ever). Throws Error: InvalidArgument (an empty id), ConnectFailed / ConnectionLost / Timeout /
+  /// ServerError when Redis fails, ShutDown. An acquire that fails after its SET may have reached
+  /// Redis leaves no lock behind: its own value is compare-and-deleted in the background, on the
+  /// same connection right after the SET, as soon as Redis answers again.
+  /// Blocks at most waitFor + redis.commandTimeout (connecting included).
+  [[nodiscard]] std::optional<StreamLock> acquireStreamLock(const std::string& chatId, const std::string& streamId,
+                                                            Milliseconds waitFor = Milliseconds{0});
+  /// The completion form of acquireStreamLock; failures are an Error in the result.
+  void acquireStreamLock(std::string chatId, std::string streamId, Milliseconds waitFor,
+                         Completion<AcquireResult> done) noexcept;
+
+  /// Writer protocol step 2 on the repair table: sets the marker. Returns whether a row changed.
+  /// Throws Error on database failure. Blocks at most postgres.acquireTimeout + connectTimeout +
+  /// statementTimeout.
   bool writeMarker(const std::string& chatId, const std::string& streamId);
+  /// Writer protocol step 4: clears the marker only while it still holds streamId.
   bool clearMarker(const std::string& chatId, const std::string& streamId);
+  /// The completion forms of writeMarker and clearMarker.
+  void writeMarker(std::string chatId, std::string streamId, Completion<Result<bool>> done) noexcept;
+  void clearMarker(std::string chatId, std::string streamId, Completion<Result<bool>> done) noexcept;
 
-  // Redis as a health check would see it: disabled, or the answer of a PING within the lookup
-  // deadline (unknown at once while the breaker is open). Never throws.
-  RedisStatus redisStatus() noexcept;
+  // --- State -----------------------------------------------------------------------------------
 
+  /// Redis as a health check would see it: disabled, or the answer of a PING within the lookup
+  /// deadline (unknown at once while the breaker is open). Never throws.
+  /// Blocks at most redis.lookupDeadline.
+  [[nodiscard]] RedisStatus redisStatus() noexcept;
+
+  /// The process-local pending map. Never blocks beyond a short mutex hold.
   PendingStreams& pendingStreams() noexcept;
-  // The PostgreSQL pool, or nullptr when no conninfo was given.
+  /// The PostgreSQL pool (driven by this Client's I/O thread), or nullptr without a conninfo.
   PgPool* postgres() noexcept;
-  Counters counters() const noexcept;
-  BreakerState breakerState() const noexcept;
+  [[nodiscard]] Counters counters() const noexcept;
+  [[nodiscard]] BreakerState breakerState() const noexcept;
   const Options& options() const noexcept;
 
-  // Stops and joins the heartbeat thread, releases every lock still held (best effort, one
-  // pipeline), and closes the pools. Later calls answer unknown / throw Error(ShutDown).
-  // Idempotent. Blocks at most commandTimeout + a pool wait.
+  /// Completes every pending call (unknown / failed), stops the heartbeats, releases every lock
+  /// the Client still holds (one pipeline, best effort), closes every connection, and joins the
+  /// library's threads (the callback thread after it ran what was queued, unless called on it).
+  /// Later calls answer unknown / fail with Error(ShutDown) at once (completion forms: on the
+  /// executor if set, else inline). Idempotent; safe from any thread and from inside a callback.
+  /// Blocks at most redis.commandTimeout (+ the callbacks still queued, when not on the callback
+  /// thread).
   void shutdown() noexcept;
 
  private:
-  std::shared_ptr<detail::ClientState> state_;
+  std::shared_ptr<detail::ClientCore> core_;
 };
 
 }  // namespace streamlock

@@ -6,6 +6,7 @@
 #include <utility>
 #include <vector>
 
+#include "streamlock/completion.h"
 #include "streamlock/log.h"
 
 namespace streamlock {
@@ -13,20 +14,34 @@ namespace streamlock {
 using Milliseconds = std::chrono::milliseconds;
 using Seconds = std::chrono::seconds;
 
+// TLS to Redis, used by the rediss:// URL forms.
+struct RedisTlsOptions {
+  // PEM file of the CA certificates that may sign the server's certificate; empty: the system's
+  // trust store.
+  std::string caFile;
+  // Client certificate chain (PEM) and its private key, for servers that require one.
+  std::string certFile;
+  std::string keyFile;
+  // INSECURE: accept any server certificate and host name. The only way to switch verification off.
+  bool insecureSkipVerify = false;
+};
+
 struct RedisOptions {
-  // redis://[user:password@]host[:port][/db]. Empty: Redis is not configured, every lookup
-  // is unknown and locks live in the process-local pending map only.
+  // redis://[user:password@]host[:port][/db], or rediss://... for TLS. Empty: Redis is not
+  // configured, every lookup is unknown and locks live in the process-local pending map only.
   std::string url;
-  // Most connections open at once; further callers wait for one to be returned.
+  // Kept for source compatibility; unused since 0.2: one connection per Redis server serves every
+  // caller of the Client, its commands pipelined, so no caller ever waits for a free connection.
   std::size_t poolSize = 8;
-  // Opening one connection, including AUTH and SELECT.
+  // Opening one connection: TCP to each address in turn, the TLS handshake, AUTH and SELECT.
   Milliseconds connectTimeout{250};
-  // One command or pipeline of the writer side (acquire, heartbeat, release).
+  // One command or pipeline of the writer side (acquire, heartbeat, release), connecting included.
   Milliseconds commandTimeout{1000};
-  // The whole read-side lookup: waiting for a connection, connecting and every MGET.
+  // The whole read-side lookup: connecting if needed and every MGET.
   Milliseconds lookupDeadline{250};
   // Keys per MGET; a larger batch is split into several MGETs sent as one pipeline.
   std::size_t mgetChunkSize = 1000;
+  RedisTlsOptions tls;
 };
 
 struct PostgresOptions {
@@ -80,14 +95,24 @@ struct RepairOptions {
   std::size_t poolSize = 2;
 };
 
+// Every option is checked by Client's constructor, which throws Error(InvalidArgument) naming the
+// first bad one (e.g. "redis.lookupDeadline must be positive"). Durations must be positive (zero is
+// allowed where its comment says what zero means) and at most 24 hours (kMaxDuration), so that no
+// deadline computed from them can overflow; the heartbeat interval must be shorter than
+// ttl - max(redis.commandTimeout, 500 ms), the time a lock is certainly still held after an extend.
+constexpr Milliseconds kMaxDuration{24LL * 60 * 60 * 1000};
+
 struct Options {
   RedisOptions redis;
   PostgresOptions postgres;
   LockOptions lock;
   BreakerOptions breaker;
   RepairOptions repair;
-  // Where the library logs; empty means logToStderr.
+  // Where the library logs; empty means logToStderr. Called from any of the library's threads.
   Logger logger;
+  // Where completions and ownership-lost callbacks run (see completion.h). Empty: on one library
+  // callback thread, started on first use.
+  Executor executor;
 };
 
 }  // namespace streamlock

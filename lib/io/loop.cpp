@@ -121,6 +121,7 @@ void Loop::cancel(TimerId id) noexcept {
 }
 
 void Loop::watch(int fd, IoHandler* handler, std::uint32_t events) {
+  if (forked_) return;
   epoll_event event{};
   event.events = events;
   event.data.fd = fd;
@@ -132,6 +133,8 @@ void Loop::watch(int fd, IoHandler* handler, std::uint32_t events) {
 }
 
 void Loop::unwatch(int fd) noexcept {
+  // In a fork() child, EPOLL_CTL_DEL would remove the parent's registration from the shared set.
+  if (forked_) return;
   if (handlers_.erase(fd) == 0) return;
   ::epoll_ctl(epoll_, EPOLL_CTL_DEL, fd, nullptr);
 }
@@ -198,6 +201,8 @@ void Loop::run() {
 }
 
 void Loop::abandonAfterFork() noexcept {
+  forked_ = true;
+  handlers_.clear();
   {
     std::lock_guard<std::mutex> guard(threadMutex_);
     // The thread does not exist in this process: detach() only marks the copied descriptor of it.

@@ -91,6 +91,7 @@ class Loop {
 
   std::mutex work_;
   bool quit_ = false;  // loop thread: leave after this iteration
+  bool forked_ = false;  // a fork() child's copy: the epoll set is shared with the parent, never touched
   std::map<std::pair<Deadline, TimerId>, Task> timers_;
   std::unordered_map<TimerId, Deadline> timerDeadlines_;
   TimerId nextTimer_ = 1;

@@ -117,6 +117,15 @@ void Stream::closeSilently() noexcept {
   state_ = State::Closed;
 }
 
+bool Stream::peerClosed() const noexcept {
+  if (state_ != State::Open) return false;
+  char byte;
+  const ssize_t n = ::recv(fd_, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+  if (n > 0) return false;
+  if (n == 0) return true;
+  return errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR;
+}
+
 std::uint32_t Stream::wants() const noexcept {
   switch (state_) {
     case State::Connecting: return kWrite;

@@ -100,6 +100,11 @@ class Stream {
   // keeps its unsent bytes in a buffer does.
   std::size_t write(const char* data, std::size_t size);
 
+  // Whether the peer has closed (or reset) an open stream that this side has not read yet: a
+  // non-blocking MSG_PEEK. Pending data is not a closure (with TLS the server may send records at
+  // any time). For a connection about to be reused after being idle.
+  bool peerClosed() const noexcept;
+
   // fork() child: closes the descriptor without sending anything (no TLS close_notify) and frees
   // the TLS state; the parent's connection is unaffected.
   void closeSilently() noexcept;

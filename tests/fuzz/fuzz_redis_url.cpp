@@ -17,7 +17,7 @@
 #include <string>
 #include <string_view>
 
-#include "redis_url.h"
+#include "redis/url.h"
 #include "streamlock/error.h"
 
 using streamlock::detail::parseRedisUrl;

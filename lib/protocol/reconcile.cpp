@@ -1,6 +1,6 @@
 #include "streamlock/reconcile.h"
 
-#include "reconcile_one.h"
+#include "protocol/reconcile_one.h"
 
 namespace streamlock {
 

@@ -1,4 +1,4 @@
-#include "breaker.h"
+#include "client/breaker.h"
 
 namespace streamlock::detail {
 

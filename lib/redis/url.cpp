@@ -1,4 +1,4 @@
-#include "redis_url.h"
+#include "redis/url.h"
 
 #include <cctype>
 #include <string>
@@ -65,22 +65,24 @@ bool isHostChar(char c) {
 }  // namespace
 
 RedisUrl parseRedisUrl(std::string_view url) {
-  constexpr std::string_view scheme = "redis://";
-  if (startsWithNoCase(url, "rediss://")) {
-    throw Error(ErrorCode::Unsupported, "rediss:// (TLS) is not supported: hiredis 0.14 has no TLS; use redis://");
-  }
   if (startsWithNoCase(url, "unix://") || startsWithNoCase(url, "redis+unix://")) {
     throw Error(ErrorCode::Unsupported, "Unix-socket Redis URLs are not supported; use redis://host:port");
   }
-  if (!startsWithNoCase(url, scheme)) invalid("expected redis://[user:password@]host[:port][/db]");
-
-  std::string_view rest = url.substr(scheme.size());
+  RedisUrl out;
+  std::string_view rest;
+  if (startsWithNoCase(url, "redis://")) {
+    rest = url.substr(8);
+  } else if (startsWithNoCase(url, "rediss://")) {
+    rest = url.substr(9);
+    out.tls = true;
+  } else {
+    invalid("expected redis://[user:password@]host[:port][/db] or rediss://...");
+  }
   if (rest.find_first_of("?#") != std::string_view::npos) invalid("query parameters and fragments are not supported");
   std::size_t slash = rest.find('/');
   std::string_view authority = rest.substr(0, slash);
   std::string_view path = slash == std::string_view::npos ? std::string_view{} : rest.substr(slash + 1);
 
-  RedisUrl out;
   std::size_t at = authority.rfind('@');
   if (at != std::string_view::npos) {
     std::string_view userinfo = authority.substr(0, at);

@@ -2,7 +2,7 @@
 
 #include <mutex>
 
-#include "io.h"
+#include "io/clock.h"
 #include "streamlock/client.h"
 #include "streamlock/options.h"
 

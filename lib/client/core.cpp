@@ -1,0 +1,285 @@
+// The Client's lifecycle: construction, handing completions over, shutdown, and fork().
+#include "client/core.h"
+
+#include <openssl/sha.h>
+#include <unistd.h>
+
+#include "client/fork.h"
+#include "client/options.h"
+#include "client/pg_bridge.h"
+#include "client/waiter.h"
+#include "redis/resp.h"
+#include "streamlock/error.h"
+
+namespace streamlock {
+
+const char* toString(BreakerState state) noexcept {
+  switch (state) {
+    case BreakerState::Closed: return "closed";
+    case BreakerState::Open: return "open";
+    case BreakerState::HalfOpen: return "half-open";
+  }
+  return "?";
+}
+
+const char* toString(RedisStatus::Mode mode) noexcept {
+  switch (mode) {
+    case RedisStatus::Mode::Disabled: return "disabled";
+    case RedisStatus::Mode::Verified: return "verified";
+    case RedisStatus::Mode::Unknown: return "unknown";
+  }
+  return "?";
+}
+
+namespace detail {
+
+Counters AtomicCounters::snapshot() const noexcept {
+  Counters c;
+  c.lookupsVerified = lookupsVerified.load();
+  c.lookupsUnknown = lookupsUnknown.load();
+  c.lookupRoundTrips = lookupRoundTrips.load();
+  c.redisErrors = redisErrors.load();
+  c.redisTimeouts = redisTimeouts.load();
+  c.breakerOpened = breakerOpened.load();
+  c.breakerShortCircuits = breakerShortCircuits.load();
+  c.markersRepaired = markersRepaired.load();
+  c.repairFailures = repairFailures.load();
+  c.locksAcquired = locksAcquired.load();
+  c.locksReleased = locksReleased.load();
+  c.heartbeatsExtended = heartbeatsExtended.load();
+  c.heartbeatsFailed = heartbeatsFailed.load();
+  c.heartbeatsLost = heartbeatsLost.load();
+  c.orphansCleaned = orphansCleaned.load();
+  return c;
+}
+
+namespace {
+
+// The SHA1 that EVALSHA names a script by.
+std::string sha1Hex(const char* text) {
+  unsigned char digest[SHA_DIGEST_LENGTH];
+  SHA1(reinterpret_cast<const unsigned char*>(text), std::char_traits<char>::length(text), digest);
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out;
+  for (unsigned char byte : digest) {
+    out += kHex[byte >> 4];
+    out += kHex[byte & 0xf];
+  }
+  return out;
+}
+
+std::optional<RedisUrl> redisUrlOf(const Options& options) {
+  if (options.redis.url.empty()) return std::nullopt;
+  return parseRedisUrl(options.redis.url);
+}
+
+TlsSettings tlsSettings(const RedisTlsOptions& tls) {
+  return {tls.caFile, tls.certFile, tls.keyFile, tls.insecureSkipVerify};
+}
+
+}  // namespace
+
+ClientCore::ClientCore(Options options)
+    : options_(validated(std::move(options))),
+      logger_(options_.logger),
+      timing_(protocol::writerTiming(options_.lock, options_.redis.commandTimeout)),
+      redisUrl_(redisUrlOf(options_)),
+      breaker_(options_.breaker),
+      delivery_(std::make_shared<Delivery>(options_.executor, logger_)),
+      pid_(::getpid()),
+      extendSha_(sha1Hex(protocol::kExtendScript)),
+      releaseSha_(sha1Hex(protocol::kReleaseScript)) {
+  if (redisUrl_ && redisUrl_->tls) tls_ = TlsContext::create(tlsSettings(options_.redis.tls));
+  if (!options_.postgres.conninfo.empty()) {
+    postgres_ = makeClientPgPool(loop_, delivery_, options_.postgres, logger_);
+    // Repairs get sessions whose server-side timeouts abort a statement blocked on a row lock.
+    PostgresOptions repair = options_.postgres;
+    repair.poolSize = options_.repair.poolSize;
+    repair.acquireTimeout = options_.repair.lockTimeout;
+    repair.settings.emplace_back("lock_timeout", std::to_string(options_.repair.lockTimeout.count()) + "ms");
+    repair.settings.emplace_back("statement_timeout", std::to_string(options_.repair.statementTimeout.count()) + "ms");
+    repairPostgres_ = makeClientPgPool(loop_, delivery_, std::move(repair), logger_);
+  }
+  ForkRegistry::add(this);
+}
+
+ClientCore::~ClientCore() {
+  shutdown();
+  ForkRegistry::remove(this);
+}
+
+bool ClientCore::onLoop(Loop::Task task) {
+  if (!usable()) return false;
+  return loop_.post(std::move(task));
+}
+
+void ClientCore::complete(std::function<void()> task) noexcept {
+  if (delivery_->post(std::move(task))) return;
+  // Shut down: the Delivery took nothing. Without an executor, run it here.
+  if (!task) return;
+  try {
+    task();
+  } catch (const std::exception& e) {
+    log(LogLevel::Error, "a completion threw: {}", e.what());
+  } catch (...) {
+    log(LogLevel::Error, "a completion threw");
+  }
+}
+
+std::uint64_t ClientCore::started(std::shared_ptr<Operation> operation) {
+  const std::uint64_t key = nextOperation_++;
+  inFlight_.emplace(key, std::move(operation));
+  return key;
+}
+
+void ClientCore::finished(std::uint64_t key) noexcept { inFlight_.erase(key); }
+
+void ClientCore::countRedisFailure(const Error& error) noexcept {
+  bump(counters_.redisErrors);
+  if (error.code() == ErrorCode::Timeout) bump(counters_.redisTimeouts);
+}
+
+RedisConnection& ClientCore::redis() {
+  if (!redis_) {
+    RedisServerSettings settings;
+    settings.host = redisUrl_->host;
+    settings.port = redisUrl_->port;
+    settings.user = redisUrl_->user;
+    settings.password = redisUrl_->password;
+    settings.db = redisUrl_->db;
+    settings.tls = tls_;
+    settings.connectTimeout = options_.redis.connectTimeout;
+    redis_ = std::make_unique<RedisConnection>(loop_, std::move(settings));
+    redis_->onOpen([this] { queueUnsentCleanups(); });
+  }
+  return *redis_;
+}
+
+void ClientCore::shutdown() noexcept {
+  if (forked_.load() || ::getpid() != pid_) {
+    forked_ = true;
+    abandonAfterFork();
+    return;
+  }
+  if (shutDown_.exchange(true, std::memory_order_acq_rel)) return;
+  if (loop_.started() && !loop_.inLoopThread()) {
+    auto waiter = Waiter<bool>::make();
+    if (loop_.post([this, waiter] { shutdownOnLoop([waiter] { waiter->set(true); }); })) waiter->wait();
+  }
+  loop_.stop();
+  pending_.clear();
+  delivery_->stop();
+}
+
+namespace {
+
+// Completes the shutdown once the releases were answered or timed out, whichever comes first.
+struct ShutdownStep {
+  std::function<void()> finish;
+  bool done = false;
+  void operator()() {
+    if (done) return;
+    done = true;
+    finish();
+  }
+};
+
+}  // namespace
+
+void ClientCore::shutdownOnLoop(std::function<void()> done) {
+  closing_ = true;
+  // 1. Everything in flight completes now (unknown / failed); an acquire whose SET may have run
+  //    adds its cleanup to the pipeline below.
+  auto inFlight = std::move(inFlight_);
+  inFlight_.clear();
+  for (auto& entry : inFlight) entry.second->abortForShutdown();
+
+  // 2. No more heartbeats.
+  for (auto& [raw, entry] : heartbeats_) {
+    entry->stopped = true;
+    loop_.cancel(entry->dueTimer);
+    loop_.cancel(entry->lossTimer);
+  }
+  heartbeats_.clear();
+  dueHeartbeats_.clear();
+
+  // 3. The locks still held, and the possible orphans of failed acquires: one pipeline of
+  //    compare-and-deletes, bounded by commandTimeout.
+  std::set<std::pair<std::string, std::string>> held;
+  {
+    std::lock_guard<std::mutex> guard(heldMutex_);
+    held.swap(held_);
+    heartbeatsOf_.clear();
+  }
+  auto step = std::make_shared<ShutdownStep>();
+  step->finish = [this, done = std::move(done)] {
+    if (postgres_) postgres_->close();
+    if (repairPostgres_) repairPostgres_->close();
+    // Fails whatever is still queued on it (a release, a PING...), so that every caller returns.
+    if (redis_) redis_->close(Error(ErrorCode::ShutDown, "the client is shut down"));
+    cleanups_.clear();
+    cleanupsSent_.clear();
+    done();
+  };
+  std::vector<std::pair<std::string, std::string>> toDelete;
+  for (const auto& [chatId, streamId] : held) toDelete.emplace_back(lockKey(chatId), streamId);
+  for (const auto& [which, expiry] : cleanups_) {
+    if (Clock::now() < expiry) toDelete.push_back(which);
+  }
+  if (!redisUrl_ || toDelete.empty()) {
+    (*step)();
+    return;
+  }
+  std::string resp;
+  for (const auto& [key, streamId] : toDelete) {
+    appendCommand(resp, {"EVAL", protocol::kReleaseScript, "1", key, streamId});
+  }
+  const std::size_t heldCount = held.size();
+  redis().send(resp, toDelete.size(), [this, step, heldCount](RedisOutcome outcome) {
+    if (outcome.error) {
+      log(LogLevel::Warning, "releasing {} stream locks at shutdown failed (they expire by their TTL): {}", heldCount,
+          outcome.error->what());
+    } else {
+      for (std::size_t i = 0; i < outcome.replies.size(); ++i) {
+        if (!isIntegerOne(outcome.replies[i].get())) continue;
+        bump(i < heldCount ? counters_.locksReleased : counters_.orphansCleaned);
+      }
+    }
+    (*step)();
+  });
+  loop_.at(saturatingAdd(Clock::now(), options_.redis.commandTimeout), [this, step, heldCount] {
+    if (step->done) return;
+    log(LogLevel::Warning, "releasing {} stream locks at shutdown timed out (they expire by their TTL)", heldCount);
+    (*step)();
+  });
+}
+
+void ClientCore::abandonAfterFork() noexcept {
+  // A fork() child's copy of a parent's Client: its threads do not exist here, and its sockets are
+  // the parent's. Forget the threads, close this process's copies of the descriptors without a byte
+  // on the wire, and let the destructors free the memory.
+  loop_.abandonAfterFork();
+  delivery_->abandonAfterFork();
+  if (redis_) redis_->closeSilently();
+  if (postgres_) abandonPgPoolAfterFork(*postgres_);
+  if (repairPostgres_) abandonPgPoolAfterFork(*repairPostgres_);
+  inFlight_.clear();
+  heartbeats_.clear();
+  dueHeartbeats_.clear();
+}
+
+void ClientCore::lockForFork() noexcept {
+  if (!loop_.inLoopThread()) loop_.workMutex().lock();
+  loop_.postMutex().lock();
+  delivery_->queueMutex().lock();
+}
+
+void ClientCore::unlockAfterFork(bool child) noexcept {
+  delivery_->queueMutex().unlock();
+  loop_.postMutex().unlock();
+  if (!loop_.inLoopThread()) loop_.workMutex().unlock();
+  if (child) forked_ = true;
+}
+
+}  // namespace detail
+}  // namespace streamlock

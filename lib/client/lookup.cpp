@@ -1,0 +1,229 @@
+// The read path: one pipelined round trip of MGETs under one deadline, the breaker, the unknown
+// answer from the pending map, and the reconciliation on top of it.
+#include <algorithm>
+
+#include "client/core.h"
+#include "client/waiter.h"
+#include "protocol/reconcile_one.h"
+#include "redis/resp.h"
+
+namespace streamlock::detail {
+namespace {
+
+// The unknown answer without asking Redis: the local owners.
+LookupAnswer localAnswer(ClientCore& core, const std::vector<const std::string*>& chatIds) {
+  LookupAnswer answer;
+  answer.owners.resize(chatIds.size());
+  if (core.pending_.size() > 0) {
+    for (std::size_t i = 0; i < chatIds.size(); ++i) {
+      if (auto owner = core.pending_.owner(*chatIds[i])) answer.owners[i] = std::move(*owner);
+    }
+  }
+  bump(core.counters_.lookupsUnknown);
+  return answer;
+}
+
+class LookupOperation final : public Operation {
+ public:
+  LookupOperation(ClientCore& core, std::vector<const std::string*> chatIds, std::function<void(LookupAnswer)> done)
+      : core_(core), chatIds_(std::move(chatIds)), done_(std::move(done)) {}
+
+  void start(std::uint64_t key, Deadline deadline, Breaker::Admission admission, RedisConnection& redis,
+             Loop& loop) {
+    key_ = key;
+    admission_ = admission;
+    redis_ = &redis;
+    loop_ = &loop;
+    std::string resp;
+    const std::size_t chunk = core_.options_.redis.mgetChunkSize;
+    commands_ = appendMgets(resp, core_.options_.lock.keyPrefix, chatIds_, chunk);
+    bump(core_.counters_.lookupRoundTrips);
+    request_ = redis.send(resp, commands_, [this](RedisOutcome outcome) { answered(std::move(outcome)); });
+    timer_ = loop.at(deadline, [this] {
+      timer_ = 0;
+      redis_->abandon(request_);
+      failed(Error(ErrorCode::Timeout, fmt::format("Redis lookup timed out after {} ms",
+                                                   core_.options_.redis.lookupDeadline.count())));
+    });
+  }
+
+  void abortForShutdown() override {
+    if (finished_) return;
+    loop_->cancel(timer_);
+    redis_->abandon(request_);
+    core_.breaker_.inconclusive(admission_);
+    unknown();
+  }
+
+ private:
+  void answered(RedisOutcome outcome) {
+    if (finished_) return;
+    loop_->cancel(timer_);
+    if (outcome.error) return failed(*outcome.error);
+    LookupAnswer answer;
+    answer.owners.resize(chatIds_.size());
+    const std::size_t chunk = core_.options_.redis.mgetChunkSize;
+    try {
+      for (std::size_t c = 0; c < outcome.replies.size(); ++c) {
+        const std::size_t begin = c * chunk;
+        const std::size_t count = std::min(chunk, chatIds_.size() - begin);
+        readMgetReply(outcome.replies[c].get(), count, answer.owners.data() + begin);
+      }
+    } catch (const Error& e) {
+      return failed(e);
+    }
+    core_.breaker_.succeeded(admission_);
+    bump(core_.counters_.lookupsVerified);
+    answer.status = LookupStatus::Verified;
+    finish(std::move(answer));
+  }
+
+  void failed(const Error& error) {
+    if (finished_) return;
+    core_.countRedisFailure(error);
+    if (core_.breaker_.failed(admission_, Clock::now())) {
+      bump(core_.counters_.breakerOpened);
+      core_.log(LogLevel::Warning, "Redis circuit breaker opened after {} consecutive failures; cooling down {} ms",
+                core_.options_.breaker.failureThreshold, core_.options_.breaker.coolDown.count());
+    }
+    core_.log(LogLevel::Warning, "lock lookup of {} chats answered unknown: {}", chatIds_.size(), error.what());
+    unknown();
+  }
+
+  void unknown() { finish(localAnswer(core_, chatIds_)); }
+
+  void finish(LookupAnswer answer) {
+    finished_ = true;
+    auto done = std::move(done_);
+    core_.finished(key_);  // destroys this operation: nothing of it is used after
+    done(std::move(answer));
+  }
+
+  ClientCore& core_;
+  std::vector<const std::string*> chatIds_;
+  std::function<void(LookupAnswer)> done_;
+  std::uint64_t key_ = 0;
+  Breaker::Admission admission_ = Breaker::Admission::Ask;
+  RedisConnection* redis_ = nullptr;
+  Loop* loop_ = nullptr;
+  std::size_t commands_ = 0;
+  RedisConnection::RequestId request_ = 0;
+  Loop::TimerId timer_ = 0;
+  bool finished_ = false;
+};
+
+}  // namespace
+
+void ClientCore::lookup(std::vector<const std::string*> chatIds, std::function<void(LookupAnswer)> done) {
+  if (chatIds.empty()) {
+    bump(counters_.lookupsVerified);
+    LookupAnswer answer;
+    answer.status = LookupStatus::Verified;
+    return done(std::move(answer));
+  }
+  if (!redisUrl_ || !usable()) return done(localAnswer(*this, chatIds));
+  // The deadline runs from the call, so that the hop to the I/O thread counts too.
+  const Deadline deadline = deadlineIn(options_.redis.lookupDeadline);
+  auto shared = std::make_shared<std::pair<std::vector<const std::string*>, std::function<void(LookupAnswer)>>>(
+      std::move(chatIds), std::move(done));
+  const bool posted = onLoop([this, shared, deadline] {
+    auto& [ids, finish] = *shared;
+    if (closing_) return finish(localAnswer(*this, ids));
+    const Breaker::Admission admission = breaker_.admit(Clock::now());
+    if (admission == Breaker::Admission::Refuse) {
+      bump(counters_.breakerShortCircuits);
+      return finish(localAnswer(*this, ids));
+    }
+    auto operation = std::make_shared<LookupOperation>(*this, std::move(ids), std::move(finish));
+    const std::uint64_t key = started(operation);
+    operation->start(key, deadline, admission, redis(), loop_);
+  });
+  if (!posted) {
+    auto& [ids, finish] = *shared;
+    finish(localAnswer(*this, ids));
+  }
+}
+
+void ClientCore::reconcile(const std::vector<MarkerCandidate>* candidates, ReconcileOptions options,
+                           std::function<void(ReconcileResult)> done) {
+  std::vector<const std::string*> ids;
+  for (const auto& candidate : *candidates) {
+    if (candidate.marker && !candidate.marker->empty()) ids.push_back(&candidate.chatId);
+  }
+  lookup(std::move(ids), [this, candidates, options, done = std::move(done)](LookupAnswer answer) mutable {
+    ReconcileResult result;
+    result.status = answer.status;
+    result.markers.reserve(candidates->size());
+    std::size_t next = 0;
+    for (const auto& candidate : *candidates) {
+      const bool marked = candidate.marker && !candidate.marker->empty();
+      std::string owner = marked ? std::move(answer.owners[next++]) : std::string();
+      result.markers.push_back(reconcileOne(candidate, result.status, std::move(owner)));
+    }
+    if (!options.repair || result.status != LookupStatus::Verified) return done(std::move(result));
+    std::vector<StaleMarker> stale = protocol::staleMarkers(result.markers);
+    if (stale.empty()) return done(std::move(result));
+    auto shared = std::make_shared<ReconcileResult>(std::move(result));
+    repair(std::move(stale), [shared, done = std::move(done)](RepairResult repaired) mutable {
+      shared->repair = repaired;
+      done(std::move(*shared));
+    });
+  });
+}
+
+void ClientCore::redisStatus(std::function<void(RedisStatus)> done) {
+  RedisStatus status;
+  if (!redisUrl_) return done(status);
+  status.mode = RedisStatus::Mode::Unknown;
+  status.breaker = breaker_.state(Clock::now());
+  if (status.breaker == BreakerState::Open) {
+    status.detail = "the circuit breaker is open";
+    return done(status);
+  }
+  if (!usable()) {
+    status.detail = "the client is shut down";
+    return done(status);
+  }
+  const Deadline deadline = deadlineIn(options_.redis.lookupDeadline);
+  auto shared = std::make_shared<std::pair<RedisStatus, std::function<void(RedisStatus)>>>(status, std::move(done));
+  const bool posted = onLoop([this, shared, deadline] {
+    if (closing_) {
+      shared->first.detail = "the client is shut down";
+      return shared->second(std::move(shared->first));
+    }
+    struct Ping {
+      bool finished = false;
+      Loop::TimerId timer = 0;
+      RedisConnection::RequestId request = 0;
+    };
+    auto ping = std::make_shared<Ping>();
+    auto finish = [shared, ping](std::string detail, bool verified) {
+      if (ping->finished) return;
+      ping->finished = true;
+      auto& [answer, callback] = *shared;
+      answer.detail = std::move(detail);
+      if (verified) answer.mode = RedisStatus::Mode::Verified;
+      callback(std::move(answer));
+    };
+    std::string resp;
+    appendCommand(resp, {"PING"});
+    RedisConnection& connection = redis();
+    ping->request = connection.send(resp, 1, [this, ping, finish](RedisOutcome outcome) {
+      loop_.cancel(ping->timer);
+      if (outcome.error) return finish(outcome.error->what(), false);
+      if (isErrorReply(outcome.replies.front().get())) return finish(std::string(replyText(outcome.replies.front().get())), false);
+      finish({}, true);
+    });
+    ping->timer = loop_.at(deadline, [this, ping, finish] {
+      if (redis_) redis_->abandon(ping->request);
+      finish(fmt::format("no answer to PING within {} ms", options_.redis.lookupDeadline.count()), false);
+    });
+  });
+  if (!posted) {
+    auto& [answer, finish] = *shared;
+    answer.detail = "the client is shut down";
+    finish(std::move(answer));
+  }
+}
+
+}  // namespace streamlock::detail

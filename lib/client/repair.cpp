@@ -1,0 +1,154 @@
+// The repair of stale markers (one compare-and-clear statement for a whole batch, bounded as a
+// whole by repair.lockTimeout + repair.statementTimeout) and the writer's marker statements.
+#include "client/core.h"
+#include "client/pg_bridge.h"
+
+namespace streamlock::detail {
+namespace {
+
+// A statement in flight, completed once: by its answer or, at shutdown, as failed.
+template <typename T>
+class StatementOperation final : public Operation {
+ public:
+  using Done = std::function<void(Result<T>)>;
+  explicit StatementOperation(Done done) : done_(std::move(done)) {}
+
+  void abortForShutdown() override { finish(Error(ErrorCode::ShutDown, "the client is shut down")); }
+
+  // Returns false when already finished (a late answer after shutdown).
+  bool finish(Result<T> outcome) {
+    if (finished_) return false;
+    finished_ = true;
+    auto done = std::move(done_);
+    done(std::move(outcome));
+    return true;
+  }
+
+  std::uint64_t key = 0;
+
+ private:
+  Done done_;
+  bool finished_ = false;
+};
+
+}  // namespace
+
+void ClientCore::repair(std::vector<StaleMarker> markers, std::function<void(RepairResult)> done) {
+  if (markers.empty()) return done(RepairResult{});
+  // One deadline for the whole repair, connecting and the one-time column lookup included.
+  const Deadline deadline = deadlineIn(options_.repair.lockTimeout + options_.repair.statementTimeout);
+  auto fail = [this](std::size_t count, const std::string& why) {
+    bump(counters_.repairFailures);
+    log(LogLevel::Warning, "repair of {} stale stream markers failed (a later read retries): {}", count, why);
+    RepairResult result;
+    result.failed = true;
+    return result;
+  };
+  if (!repairPostgres_) return done(fail(markers.size(), "repair needs PostgreSQL (postgres.conninfo is empty)"));
+  if (!usable()) return done(fail(markers.size(), "the client is shut down"));
+  auto shared = std::make_shared<std::pair<std::vector<StaleMarker>, std::function<void(RepairResult)>>>(
+      std::move(markers), std::move(done));
+  const bool posted = onLoop([this, shared, deadline, fail] {
+    auto& [stale, finish] = *shared;
+    if (closing_) return finish(fail(stale.size(), "the client is shut down"));
+    runRepair(std::move(stale), deadline, std::move(finish));
+  });
+  if (!posted) shared->second(fail(shared->first.size(), "the client is shut down"));
+}
+
+void ClientCore::runRepair(std::vector<StaleMarker> markers, Deadline deadline,
+                           std::function<void(RepairResult)> done) {
+  const std::size_t count = markers.size();
+  auto operation = std::make_shared<StatementOperation<std::uint64_t>>(
+      [this, count, done = std::move(done)](Result<std::uint64_t> cleared) {
+        RepairResult result;
+        if (cleared) {
+          result.cleared = cleared.value();
+          bump(counters_.markersRepaired, result.cleared);
+          if (result.cleared > 0) log(LogLevel::Info, "repaired {} stale stream markers", result.cleared);
+        } else {
+          result.failed = true;
+          bump(counters_.repairFailures);
+          log(LogLevel::Warning, "repair of {} stale stream markers failed (a later read retries): {}", count,
+              cleared.error()->what());
+        }
+        done(result);
+      });
+  operation->key = started(operation);
+  StatementLimits limits;
+  limits.acquireBy = deadline;
+  limits.timeout = options_.repair.statementTimeout + options_.repair.lockTimeout;
+  limits.notAfter = deadline;
+  auto finish = [this, operation](Result<std::uint64_t> outcome) {
+    if (operation->finish(std::move(outcome))) finished(operation->key);
+  };
+  auto params = protocol::repairParameters(markers);
+  auto update = [this, params, limits, finish](const std::string& sql) {
+    executeOnLoop(loop_, *repairPostgres_, sql, params, limits, [finish](Result<PgResult> result) {
+      if (!result) return finish(*result.error());
+      finish(result.value().affectedRows());
+    });
+  };
+  {
+    std::lock_guard<std::mutex> guard(repairMutex_);
+    if (!repairSql_.empty()) return update(repairSql_);
+  }
+  // The first repair looks the column types up, so that the arrays are cast to them and the id
+  // comparison can use the table's index whatever its type.
+  const protocol::Statement columns = protocol::columnTypesQuery(options_.repair);
+  executeOnLoop(loop_, *repairPostgres_, columns.sql, columns.params, limits,
+                [this, update, finish](Result<PgResult> result) {
+                  if (!result) return finish(*result.error());
+                  const PgResult& rows = result.value();
+                  const RepairOptions& r = options_.repair;
+                  std::string idType, markerType;
+                  for (int row = 0; row < rows.rows(); ++row) {
+                    const std::string_view name = rows.value(row, 0);
+                    if (name == r.idColumn) idType = rows.value(row, 1);
+                    if (name == r.markerColumn) markerType = rows.value(row, 1);
+                  }
+                  if (idType.empty() || markerType.empty()) {
+                    return finish(Error(ErrorCode::InvalidArgument,
+                                        fmt::format("repair table {} with columns {} and {} not found",
+                                                    protocol::quoteIdentifier(r.table),
+                                                    protocol::quoteIdentifier(r.idColumn),
+                                                    protocol::quoteIdentifier(r.markerColumn))));
+                  }
+                  std::string sql = protocol::repairSql(r, idType, markerType);
+                  {
+                    std::lock_guard<std::mutex> guard(repairMutex_);
+                    repairSql_ = sql;
+                  }
+                  update(sql);
+                });
+}
+
+void ClientCore::updateMarker(std::string chatId, std::optional<std::string> streamId, std::string expected,
+                              std::function<void(Result<bool>)> done) {
+  if (!postgres_) {
+    return done(Error(ErrorCode::InvalidArgument, "markers need PostgreSQL (postgres.conninfo is empty)"));
+  }
+  if (!usable()) return done(Error(ErrorCode::ShutDown, "the client is shut down"));
+  protocol::Statement statement = streamId ? protocol::writeMarkerStatement(options_.repair, chatId, *streamId)
+                                           : protocol::clearMarkerStatement(options_.repair, chatId, expected);
+  StatementLimits limits;
+  limits.acquireBy = deadlineIn(options_.postgres.acquireTimeout);
+  limits.timeout = options_.postgres.statementTimeout;
+  auto shared = std::make_shared<std::pair<protocol::Statement, std::function<void(Result<bool>)>>>(
+      std::move(statement), std::move(done));
+  const bool posted = onLoop([this, shared, limits] {
+    auto& [toRun, finish] = *shared;
+    if (closing_) return finish(Error(ErrorCode::ShutDown, "the client is shut down"));
+    auto operation = std::make_shared<StatementOperation<bool>>(std::move(finish));
+    operation->key = started(operation);
+    executeOnLoop(loop_, *postgres_, std::move(toRun.sql), std::move(toRun.params), limits,
+                  [this, operation](Result<PgResult> result) {
+                    Result<bool> changed = result ? Result<bool>(result.value().affectedRows() > 0)
+                                                  : Result<bool>(*result.error());
+                    if (operation->finish(std::move(changed))) finished(operation->key);
+                  });
+  });
+  if (!posted) shared->second(Error(ErrorCode::ShutDown, "the client is shut down"));
+}
+
+}  // namespace streamlock::detail

@@ -1,0 +1,265 @@
+#include "redis/connection.h"
+
+#include <sys/epoll.h>
+
+#include <utility>
+
+namespace streamlock::detail {
+
+RedisConnection::RedisConnection(Loop& loop, RedisServerSettings settings)
+    : loop_(loop), settings_(std::move(settings)), name_(settings_.host + ":" + std::to_string(settings_.port)) {}
+
+RedisConnection::~RedisConnection() {
+  *alive_ = false;
+  loop_.cancel(connectTimer_);
+  if (stream_) loop_.unwatch(stream_->fd());
+}
+
+RedisConnection::RequestId RedisConnection::send(std::string_view resp, std::size_t replies, Handler handler) {
+  // A connection the server closed while it was idle (a restart, CLIENT KILL, an idle timeout) is
+  // replaced before anything is queued on it, since nothing that was sent on it could be retried
+  // safely: a command sent on it might or might not have run.
+  if (state_ == State::Open && requests_.empty() && stream_->peerClosed()) {
+    close(Error(ErrorCode::ConnectionLost, "Redis at " + name_ + " closed the idle connection"));
+  }
+  const RequestId id = nextId_++;
+  out_.append(resp);
+  queued_ += resp.size();
+  requests_.push_back(Request{id, replies, std::move(handler), queued_, {}});
+  if (state_ == State::Closed) {
+    connect();
+  } else if (state_ == State::Open) {
+    scheduleFlush();
+  }
+  return id;
+}
+
+void RedisConnection::abandon(RequestId id) noexcept {
+  for (auto& request : requests_) {
+    if (request.id == id) {
+      request.handler = nullptr;
+      return;
+    }
+  }
+}
+
+void RedisConnection::connect() {
+  state_ = State::Connecting;
+  reader_ = std::make_unique<ReplyReader>();
+  nextAddress_ = 0;
+  lastConnectError_ = "no address";
+  std::weak_ptr<bool> alive = alive_;
+  connectTimer_ = loop_.at(saturatingAdd(Clock::now(), settings_.connectTimeout), [this, alive] {
+    if (alive.expired()) return;
+    connectTimer_ = 0;
+    close(Error(ErrorCode::Timeout, "connecting to Redis at " + name_ + " timed out (" + lastConnectError_ + ")"));
+  });
+  try {
+    addresses_ = resolve(settings_.host, settings_.port);
+  } catch (const Error& e) {
+    // Never fail inside send(): the failure is reported from the loop, like any other.
+    loop_.cancel(connectTimer_);
+    Error error = e;
+    connectTimer_ = loop_.at(Clock::now(), [this, alive, error] {
+      if (alive.expired()) return;
+      connectTimer_ = 0;
+      close(error);
+    });
+    return;
+  }
+  tryNextAddress();
+}
+
+void RedisConnection::tryNextAddress() {
+  while (nextAddress_ < addresses_.size()) {
+    const Address& address = addresses_[nextAddress_++];
+    try {
+      stream_ = Stream::connect(address, settings_.tls, settings_.host);
+      interest_ = 0;
+      updateInterest();
+      return;
+    } catch (const Error& e) {
+      lastConnectError_ = e.what();
+      stream_.reset();
+    }
+  }
+  // Every address failed at once: report it from the loop, never inside send().
+  loop_.cancel(connectTimer_);
+  std::weak_ptr<bool> alive = alive_;
+  connectTimer_ = loop_.at(Clock::now(), [this, alive] {
+    if (alive.expired()) return;
+    connectTimer_ = 0;
+    close(Error(ErrorCode::ConnectFailed, lastConnectError_));
+  });
+}
+
+void RedisConnection::connected() {
+  // AUTH and SELECT go first, ahead of everything queued while connecting.
+  std::string setup;
+  std::size_t setupCommands = 0;
+  if (!settings_.password.empty()) {
+    if (settings_.user.empty()) {
+      appendCommand(setup, {"AUTH", settings_.password});
+    } else {
+      appendCommand(setup, {"AUTH", settings_.user, settings_.password});
+    }
+    ++setupCommands;
+  }
+  if (settings_.db != 0) {
+    appendCommand(setup, {"SELECT", std::to_string(settings_.db)});
+    ++setupCommands;
+  }
+  if (setupCommands > 0) {
+    for (auto& request : requests_) request.end += setup.size();
+    queued_ += setup.size();
+    out_.insert(0, setup);
+    std::weak_ptr<bool> alive = alive_;
+    requests_.push_front(Request{nextId_++, setupCommands,
+                                 [this, alive](RedisOutcome outcome) {
+                                   if (alive.expired() || outcome.error) return;
+                                   for (const auto& reply : outcome.replies) {
+                                     if (!isErrorReply(reply.get())) continue;
+                                     close(Error(ErrorCode::ConnectFailed, "Redis at " + name_ +
+                                                                               " refused the connection setup: " +
+                                                                               std::string(replyText(reply.get()))));
+                                     return;
+                                   }
+                                 },
+                                 written_ + setup.size(),
+                                 {}});
+  }
+  state_ = State::Open;
+  loop_.cancel(connectTimer_);
+  connectTimer_ = 0;
+  if (onOpen_) onOpen_();
+  flush();
+}
+
+void RedisConnection::scheduleFlush() {
+  if (flushScheduled_) return;
+  flushScheduled_ = true;
+  std::weak_ptr<bool> alive = alive_;
+  loop_.atEndOfIteration([this, alive] {
+    if (alive.expired()) return;
+    flushScheduled_ = false;
+    if (state_ == State::Open) flush();
+  });
+}
+
+void RedisConnection::flush() {
+  try {
+    while (!out_.empty()) {
+      const std::size_t n = stream_->write(out_.data(), out_.size());
+      if (n == 0) break;
+      written_ += n;
+      out_.erase(0, n);
+    }
+    updateInterest();
+  } catch (const Error& e) {
+    close(e);
+  }
+}
+
+void RedisConnection::updateInterest() {
+  if (!stream_) return;
+  const std::uint32_t wants = stream_->wants();
+  std::uint32_t events = 0;
+  if (wants & Stream::kRead) events |= EPOLLIN;
+  if (wants & Stream::kWrite) events |= EPOLLOUT;
+  if (state_ == State::Open && !out_.empty()) events |= EPOLLOUT;
+  if (events == interest_) return;
+  interest_ = events;
+  loop_.watch(stream_->fd(), this, events);
+}
+
+void RedisConnection::onIo(std::uint32_t events) {
+  std::weak_ptr<bool> alive = alive_;
+  try {
+    if (state_ == State::Connecting) {
+      if (!stream_->advance()) {
+        updateInterest();
+        return;
+      }
+      connected();
+      return;
+    }
+    if (state_ != State::Open) return;
+    if (events & (EPOLLIN | EPOLLHUP | EPOLLERR)) readReplies();
+    if (alive.expired() || state_ != State::Open) return;
+    if (!out_.empty()) {
+      flush();
+    } else {
+      updateInterest();
+    }
+  } catch (const Error& e) {
+    if (alive.expired()) return;
+    if (state_ == State::Connecting) {
+      // This address failed: the next one, within the same connect deadline.
+      lastConnectError_ = e.what();
+      loop_.unwatch(stream_->fd());
+      stream_.reset();
+      tryNextAddress();
+      return;
+    }
+    close(e);
+  }
+}
+
+void RedisConnection::readReplies() {
+  in_.clear();
+  const bool more = stream_->read(in_);
+  if (!in_.empty()) reader_->feed(in_.data(), in_.size());
+  std::weak_ptr<bool> alive = alive_;
+  for (;;) {
+    Reply reply = reader_->next();
+    if (!reply) break;
+    if (requests_.empty()) throw Error(ErrorCode::ConnectionLost, "Redis at " + name_ + " sent an unexpected reply");
+    Request& front = requests_.front();
+    front.got.push_back(std::move(reply));
+    if (front.got.size() < front.replies) continue;
+    Request done = std::move(requests_.front());
+    requests_.pop_front();
+    if (done.handler) done.handler(RedisOutcome{std::move(done.got), std::nullopt, true});
+    if (alive.expired() || state_ != State::Open) return;  // a handler closed or destroyed it
+  }
+  if (!more) throw Error(ErrorCode::ConnectionLost, "Redis at " + name_ + " closed the connection");
+}
+
+void RedisConnection::close(const Error& error) {
+  if (stream_) {
+    loop_.unwatch(stream_->fd());
+    stream_.reset();
+  }
+  loop_.cancel(connectTimer_);
+  connectTimer_ = 0;
+  interest_ = 0;
+  state_ = State::Closed;
+  reader_.reset();
+  // Unsent bytes are dropped: the next connection's positions start where this one's writing ended.
+  const std::uint64_t written = written_;
+  out_.clear();
+  queued_ = written_;
+  failAll(error, written);
+}
+
+void RedisConnection::failAll(const Error& error, std::uint64_t written) {
+  std::deque<Request> failed;
+  failed.swap(requests_);
+  std::weak_ptr<bool> alive = alive_;
+  for (auto& request : failed) {
+    if (!request.handler) continue;
+    request.handler(RedisOutcome{{}, error, written >= request.end});
+    if (alive.expired()) return;
+  }
+}
+
+void RedisConnection::closeSilently() noexcept {
+  *alive_ = false;
+  if (stream_) stream_->closeSilently();
+  stream_.reset();
+  requests_.clear();
+  out_.clear();
+  state_ = State::Closed;
+}
+
+}  // namespace streamlock::detail
