@@ -38,7 +38,7 @@ set -euo pipefail
 
 PACKAGES=(
   build-essential cmake pkg-config procps curl
-  libhiredis-dev libpq-dev libfmt-dev libcpp-httplib-dev nlohmann-json3-dev
+  libhiredis-dev libpq-dev libssl-dev libfmt-dev libcpp-httplib-dev nlohmann-json3-dev
   redis-server postgresql wrk
 )
 

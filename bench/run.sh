@@ -20,7 +20,7 @@ set -euo pipefail
 
 PACKAGES=(
   build-essential cmake pkg-config procps
-  libhiredis-dev libpq-dev libfmt-dev libbenchmark-dev
+  libhiredis-dev libpq-dev libssl-dev libfmt-dev libbenchmark-dev
   redis-server postgresql
 )
 

@@ -42,7 +42,7 @@ wait_for() {
 
 # ---------------------------------------------------------------------------------------------
 step "Checking the tools the demo needs"
-PACKAGES=(build-essential cmake pkg-config libhiredis-dev libpq-dev libfmt-dev libcpp-httplib-dev
+PACKAGES=(build-essential cmake pkg-config libhiredis-dev libpq-dev libssl-dev libfmt-dev libcpp-httplib-dev
           nlohmann-json3-dev redis-server postgresql curl jq)
 if command -v dpkg >/dev/null; then
   missing_debian_packages "${PACKAGES[@]}"

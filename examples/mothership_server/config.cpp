@@ -47,8 +47,13 @@ Serves the mothership chat API with active-stream markers reconciled against Red
 
   --listen HOST:PORT        where to listen (default 127.0.0.1:8080; port 0 picks a free one)
   --database-url URL        PostgreSQL URL or conninfo (default: $DATABASE_URL); required
-  --redis-url URL           redis://[user:password@]host[:port][/db] (default: $REDIS_URL);
-                            without one, lookups answer "unknown" from this process alone
+  --redis-url URL           redis://[user:password@]host[:port][/db], or rediss://... for TLS
+                            (default: $REDIS_URL); without one, lookups answer "unknown" from
+                            this process alone
+  --redis-tls-ca FILE       PEM CA certificates that sign the Redis server's certificate
+                            (rediss://; default: the system's trust store)
+  --redis-tls-cert FILE     client certificate (PEM), for a Redis that requires one
+  --redis-tls-key FILE      its private key (PEM)
   --threads N               HTTP worker threads, one per open connection (default 256)
   --pg-pool-size N          PostgreSQL connections (default min(threads, 16))
   --redis-timeout-ms N      deadline of one Redis lookup on the read path (default 250)
@@ -90,6 +95,13 @@ ParsedFlags parseFlags(int argc, const char* const* argv, const EnvLookup& env) 
     } else if (arg == "--redis-url") {
       if (!takeValue()) return missing();
       config.redisUrl = std::string(value);
+    } else if (arg == "--redis-tls-ca" || arg == "--redis-tls-cert" || arg == "--redis-tls-key") {
+      if (!takeValue()) return missing();
+      if (value.empty()) return invalid();
+      std::string& file = arg == "--redis-tls-ca" ? config.redisTlsCa
+                          : arg == "--redis-tls-cert" ? config.redisTlsCert
+                                                       : config.redisTlsKey;
+      file = std::string(value);
     } else if (arg == "--threads") {
       if (!takeValue()) return missing();
       if (!parseNumber(value, config.threads) || config.threads == 0 || config.threads > 4096) return invalid();
@@ -119,6 +131,9 @@ ParsedFlags parseFlags(int argc, const char* const* argv, const EnvLookup& env) 
   }
 
   if (config.databaseUrl.empty()) return FlagError{"no database: give --database-url or set DATABASE_URL"};
+  if (config.redisTlsCert.empty() != config.redisTlsKey.empty()) {
+    return FlagError{"--redis-tls-cert and --redis-tls-key go together"};
+  }
   if (config.pgPoolSize == 0) config.pgPoolSize = config.threads < 16 ? config.threads : 16;
   return config;
 }

@@ -14,6 +14,9 @@ struct ServerConfig {
   int port = 8080;                    // 0: any free port (the bound port is printed)
   std::string databaseUrl;            // --database-url, else $DATABASE_URL; required
   std::string redisUrl;               // --redis-url, else $REDIS_URL; empty: Redis disabled
+  std::string redisTlsCa;             // --redis-tls-ca: PEM CA file for rediss:// (empty: system store)
+  std::string redisTlsCert;           // --redis-tls-cert / --redis-tls-key: client certificate
+  std::string redisTlsKey;
   std::size_t threads = 256;          // HTTP worker threads; one per open connection
   std::size_t pgPoolSize = 0;         // 0: min(threads, 16)
   std::chrono::milliseconds redisTimeout{250};  // the read path's whole Redis lookup

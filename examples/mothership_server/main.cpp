@@ -37,7 +37,9 @@ std::string environment(const char* name) {
 streamlock::Options clientOptions(const ServerConfig& config) {
   streamlock::Options options;
   options.redis.url = config.redisUrl;
-  options.redis.poolSize = config.pgPoolSize;
+  options.redis.tls.caFile = config.redisTlsCa;
+  options.redis.tls.certFile = config.redisTlsCert;
+  options.redis.tls.keyFile = config.redisTlsKey;
   options.redis.lookupDeadline = config.redisTimeout;
   options.redis.connectTimeout = config.redisTimeout;
   options.postgres.conninfo = config.databaseUrl;

@@ -41,7 +41,11 @@ Runs one simulated stream for a chat with the streamlock writer protocol.
   --chat-id UUID            the chat to stream into (required)
   --stream-id ID            this stream's id (default: a random UUID)
   --database-url URL        PostgreSQL URL or conninfo (default: $DATABASE_URL); required
-  --redis-url URL           Redis URL (default: $REDIS_URL); without one the lock is process-local
+  --redis-url URL           Redis URL, redis:// or rediss:// for TLS (default: $REDIS_URL);
+                            without one the lock is process-local
+  --redis-tls-ca FILE       PEM CA certificates of the Redis server (default: the system's store)
+  --redis-tls-cert FILE     client certificate (PEM), for a Redis that requires one
+  --redis-tls-key FILE      its private key (PEM)
   --duration-s N            how long to "generate" (default 30)
   --lock-ttl-s N            lock TTL in seconds; the heartbeat runs every TTL/3 (default 60)
   --wait-lock-ms N          how long to wait for a busy lock (default 0)
@@ -57,6 +61,9 @@ struct WorkerConfig {
   std::string streamId;
   std::string databaseUrl;
   std::string redisUrl;
+  std::string redisTlsCa;
+  std::string redisTlsCert;
+  std::string redisTlsKey;
   long durationS = 30;
   long lockTtlS = 60;
   long waitLockMs = 0;
@@ -117,6 +124,12 @@ std::optional<WorkerConfig> parseFlags(int argc, char** argv, int* exitCode) {
       config.databaseUrl = std::string(value);
     } else if (arg == "--redis-url") {
       config.redisUrl = std::string(value);
+    } else if (arg == "--redis-tls-ca") {
+      config.redisTlsCa = std::string(value);
+    } else if (arg == "--redis-tls-cert") {
+      config.redisTlsCert = std::string(value);
+    } else if (arg == "--redis-tls-key") {
+      config.redisTlsKey = std::string(value);
     } else if (arg == "--duration-s") {
       ok = parseSeconds(value, config.durationS, 0);
     } else if (arg == "--lock-ttl-s") {
@@ -177,6 +190,9 @@ int main(int argc, char** argv) {
 
   streamlock::Options options;
   options.redis.url = config.redisUrl;
+  options.redis.tls.caFile = config.redisTlsCa;
+  options.redis.tls.certFile = config.redisTlsCert;
+  options.redis.tls.keyFile = config.redisTlsKey;
   options.postgres.conninfo = config.databaseUrl;
   options.postgres.poolSize = 2;
   options.lock.ttl = std::chrono::seconds{config.lockTtlS};

@@ -613,4 +613,6 @@ std::string chatListPath(const std::string& workspaceId, const std::string& scop
 std::string serverBinary() { return MOTHERSHIP_SERVER_PATH; }
 std::string workerBinary() { return STREAM_WORKER_PATH; }
 
+std::string eventLoopStreamBinary() { return EVENT_LOOP_STREAM_PATH; }
+
 }  // namespace servertest

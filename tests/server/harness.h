@@ -219,5 +219,7 @@ int freePort();
 std::string chatListPath(const std::string& workspaceId, const std::string& scope = {});
 std::string serverBinary();
 std::string workerBinary();
+// examples/event_loop_stream.
+std::string eventLoopStreamBinary();
 
 }  // namespace servertest
