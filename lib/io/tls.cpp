@@ -24,9 +24,11 @@
 #include <openssl/x509v3.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <utility>
+#include <vector>
 
 #include "streamlock/error.h"
 
@@ -144,26 +146,28 @@ const BIO_METHOD* socketBioMethod() {
 
 // --- Messages ---------------------------------------------------------------------------------
 
-// The reasons in this thread's error queue, oldest first, without repeats, joined by ": "; the
-// queue is left empty. Reasons are OpenSSL's fixed texts (never a key's or a file's content).
+// The reasons in this thread's error queue, oldest (the root cause) first, without repeats or
+// OpenSSL's "<library> lib" wrappers, at most three, joined by ": "; the queue is left empty.
+// Reasons are OpenSSL's fixed texts and errno's: never a key's or a file's content.
 std::string takeErrors() {
-  std::string out;
-  std::string last;
+  std::vector<std::string> reasons;
   while (const unsigned long code = ERR_get_error()) {
-    const char* reason = ERR_reason_error_string(code);
     std::string text;
-    if (reason != nullptr) {
+    if (ERR_SYSTEM_ERROR(code)) {
+      text = std::strerror(ERR_GET_REASON(code));
+    } else if (const char* reason = ERR_reason_error_string(code)) {
       text = reason;
     } else {
       char buffer[256];
       ERR_error_string_n(code, buffer, sizeof buffer);
       text = buffer;
     }
-    if (text == last) continue;
-    if (!out.empty()) out += ": ";
-    out += text;
-    last = std::move(text);
+    const bool wrapper = text.size() > 4 && text.compare(text.size() - 4, 4, " lib") == 0;
+    if (wrapper || reasons.size() == 3 || std::find(reasons.begin(), reasons.end(), text) != reasons.end()) continue;
+    reasons.push_back(std::move(text));
   }
+  std::string out;
+  for (const auto& reason : reasons) out += (out.empty() ? "" : ": ") + reason;
   return out;
 }
 
