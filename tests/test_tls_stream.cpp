@@ -474,7 +474,7 @@ TEST_CASE("a 1 MiB command: partial writes retried from a moved buffer, and the 
   CHECK(ping(*stream) == "+PONG\r\n");  // nothing left over, in the socket or in OpenSSL
 }
 
-TEST_CASE("closeSilently sends no close_notify; destroying an open stream sends one") {
+TEST_CASE("closeSilently sends no close_notify, and destroying an open stream sends one") {
   const auto& certs = test::testCertificates();
   auto server = test::RedisServerProcess::withTls(certs.redisTls());
   const auto tls = context(certs.caFile());
