@@ -259,6 +259,9 @@ std::shared_ptr<TlsContext> TlsContext::create(const TlsSettings& settings) {
   // A write that blocks returns what it took (partial writes), and its retry may come from a
   // buffer that has moved (the caller's output buffer grows and compacts between retries).
   SSL_CTX_set_mode(ctx.get(), SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+  // No TLS 1.2 renegotiation (Redis never asks for one): the one case where a write must first
+  // read, which would leave a stream with unsent bytes waiting for readability, not writability.
+  SSL_CTX_set_options(ctx.get(), SSL_OP_NO_RENEGOTIATION);
   SSL_CTX_set_default_passwd_cb(ctx.get(), noPassphrase);
 
   // A CA file given is loaded even with insecureSkipVerify, so that a wrong path is reported at
