@@ -488,6 +488,22 @@ TEST_CASE("a 1 MiB command: partial writes retried from a moved buffer, and the 
   CHECK(ping(*stream) == "+PONG\r\n");  // nothing left over, in the socket or in OpenSSL
 }
 
+TEST_CASE("the server closing after QUIT ends the stream: read() returns false, no error") {
+  const auto& certs = test::testCertificates();
+  auto server = test::RedisServerProcess::withTls(certs.redisTls());
+  auto stream = openStream(server, context(certs.caFile()));
+  const auto deadline = in(10s);
+  writeAll(*stream, "*1\r\n$4\r\nQUIT\r\n", deadline);
+  std::string in;
+  bool more = true;
+  while (more) {
+    more = stream->read(in);
+    if (more) await(*stream, deadline, "the end of the stream");
+  }
+  CHECK(in == "+OK\r\n");
+  CHECK(ERR_peek_error() == 0);
+}
+
 TEST_CASE("closeSilently sends no close_notify, and destroying an open stream sends one") {
   const auto& certs = test::testCertificates();
   auto server = test::RedisServerProcess::withTls(certs.redisTls());
