@@ -202,7 +202,11 @@ std::string alertBefore(TlsState& tls) {
   std::size_t got = 0;
   const int rc = SSL_read_ex(tls.ssl, buffer, sizeof buffer, &got);
   const int error = rc == 1 ? SSL_ERROR_NONE : SSL_get_error(tls.ssl, rc);
-  const std::string alert = error == SSL_ERROR_SSL ? takeErrors() : std::string();
+  // Only an alert received (its reason is SSL_AD_REASON_OFFSET + the alert), not e.g. the EOF.
+  const unsigned long first = ERR_peek_error();
+  const bool alertReceived = error == SSL_ERROR_SSL && ERR_GET_LIB(first) == ERR_LIB_SSL &&
+                             ERR_GET_REASON(first) >= SSL_AD_REASON_OFFSET;
+  const std::string alert = alertReceived ? takeErrors() : std::string();
   ERR_clear_error();
   return alert.empty() ? std::string() : "; the server had sent: " + alert;
 }
