@@ -6,6 +6,7 @@
 #include <netinet/in.h>
 #include <openssl/err.h>
 #include <poll.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -502,6 +503,36 @@ TEST_CASE("the server closing after QUIT ends the stream: read() returns false, 
   }
   CHECK(in == "+OK\r\n");
   CHECK(ERR_peek_error() == 0);
+}
+
+TEST_CASE("writing to a server that died: ConnectionLost, and no SIGPIPE") {
+  // SIGPIPE's default action ends the process: OpenSSL's own socket BIO would raise it here.
+  struct sigaction previous {};
+  struct sigaction fallback {};
+  fallback.sa_handler = SIG_DFL;
+  REQUIRE(::sigaction(SIGPIPE, &fallback, &previous) == 0);
+
+  const auto& certs = test::testCertificates();
+  auto server = test::RedisServerProcess::withTls(certs.redisTls());
+  auto stream = openStream(server, context(certs.caFile()));
+  REQUIRE(ping(*stream) == "+PONG\r\n");
+  server.kill();
+
+  const auto deadline = in(10s);
+  std::optional<Error> error;
+  try {
+    for (;;) {  // the first writes may still be taken: the reset comes back with the next ones
+      const std::size_t written = stream->write(kPing.data(), kPing.size());
+      if (written < kPing.size()) await(*stream, deadline, "a write");
+      if (Clock::now() > deadline) throw TimedOut("the writes never failed");
+    }
+  } catch (const Error& e) {
+    error = e;
+  }
+  ::sigaction(SIGPIPE, &previous, nullptr);
+  REQUIRE(error);
+  CHECK(error->code() == ErrorCode::ConnectionLost);
+  CHECK_THAT(error->what(), Catch::StartsWith("writing to " + peerOf(server) + " (TLS): "));
 }
 
 TEST_CASE("closeSilently sends no close_notify, and destroying an open stream sends one") {
