@@ -2,9 +2,7 @@
 
 #include <hiredis/hiredis.h>
 #include <signal.h>
-#include <sys/prctl.h>
 #include <sys/wait.h>
-#include <fcntl.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -14,13 +12,27 @@
 #include <thread>
 
 #include "env.h"
+#include "subprocess.h"
 
 namespace streamlock::test {
 
 namespace {
 
-// The process id of the redis-server answering on port, or -1.
-long long answeringPid(int port) {
+using namespace std::chrono_literals;
+
+long long pidInInfo(const std::string& info) {
+  const std::string field = "process_id:";
+  const auto at = info.find(field);
+  if (at == std::string::npos) return -1;
+  try {
+    return std::stoll(info.substr(at + field.size()));
+  } catch (const std::exception&) {
+    return -1;
+  }
+}
+
+// The process id of the plaintext redis-server answering on port, or -1.
+long long plaintextAnsweringPid(int port) {
   timeval timeout{};
   timeout.tv_usec = 200000;
   redisContext* context = redisConnectWithTimeout("127.0.0.1", port, timeout);
@@ -30,34 +42,65 @@ long long answeringPid(int port) {
     redisSetTimeout(context, timeout);
     const char* argv[] = {"INFO", "server"};
     auto* reply = static_cast<redisReply*>(redisCommandArgv(context, 2, argv, nullptr));
-    if (reply != nullptr && reply->type == REDIS_REPLY_STRING) {
-      const std::string info(reply->str, reply->len);
-      const std::string field = "process_id:";
-      if (const auto at = info.find(field); at != std::string::npos) pid = std::stoll(info.substr(at + field.size()));
-    }
+    if (reply != nullptr && reply->type == REDIS_REPLY_STRING) pid = pidInInfo(std::string(reply->str, reply->len));
     if (reply != nullptr) freeReplyObject(reply);
   }
   redisFree(context);
   return pid;
 }
 
+// The same over TLS, with the redis-cli next to the redis-server binary (hiredis 0.14 has no TLS).
+long long tlsAnsweringPid(const std::string& serverBinary, int port, const RedisTls& tls) {
+  const auto slash = serverBinary.rfind('/');
+  const std::string cli = slash == std::string::npos ? "redis-cli" : serverBinary.substr(0, slash + 1) + "redis-cli";
+  std::vector<std::string> argv{cli, "--tls", "--insecure", "-h", "127.0.0.1", "-p", std::to_string(port)};
+  if (tls.authClients) {
+    for (const auto& arg : {std::string("--cert"), tls.clientCertFile, std::string("--key"), tls.clientKeyFile}) {
+      argv.push_back(arg);
+    }
+  }
+  argv.emplace_back("INFO");
+  argv.emplace_back("server");
+  const ProcessResult result = runProcess(argv, 2s);
+  return result.exitCode == 0 ? pidInInfo(result.output) : -1;
+}
+
 }  // namespace
 
 RedisServerProcess::RedisServerProcess(std::vector<std::string> extraArgs)
     : binary_(redisServerBinary()), extraArgs_(std::move(extraArgs)) {
+  startOnFreePort();
+}
+
+RedisServerProcess::RedisServerProcess(TlsTag, RedisTls tls, std::vector<std::string> extraArgs)
+    : binary_(redisServerBinary()), extraArgs_(std::move(extraArgs)), tls_(true), tlsFiles_(std::move(tls)) {
+  startOnFreePort();
+}
+
+RedisServerProcess RedisServerProcess::withTls(RedisTls tls, std::vector<std::string> extraArgs) {
+  return RedisServerProcess(TlsTag{}, std::move(tls), std::move(extraArgs));
+}
+
+void RedisServerProcess::startOnFreePort() {
   // A free port can be taken between choosing and binding it: try a few.
   for (int attempt = 0; attempt < 5; ++attempt) {
     port_ = closedPort();
     if (spawnAndWait()) return;
   }
-  throw std::runtime_error("RedisServerProcess: " + binary_ + " did not start");
+  throw std::runtime_error("RedisServerProcess: " + binary_ + " did not start" + (tls_ ? " (TLS)" : ""));
 }
 
 RedisServerProcess::~RedisServerProcess() {
   if (pid_ > 0) kill();
 }
 
-std::string RedisServerProcess::url() const { return "redis://127.0.0.1:" + std::to_string(port_) + "/0"; }
+std::string RedisServerProcess::url() const {
+  return std::string(tls_ ? "rediss" : "redis") + "://127.0.0.1:" + std::to_string(port_) + "/0";
+}
+
+long long RedisServerProcess::answeringPid() const {
+  return tls_ ? tlsAnsweringPid(binary_, port_, tlsFiles_) : plaintextAnsweringPid(port_);
+}
 
 void RedisServerProcess::pause() {
   if (pid_ <= 0 || ::kill(pid_, SIGSTOP) != 0) throw std::runtime_error("RedisServerProcess: cannot pause");
@@ -71,10 +114,7 @@ void RedisServerProcess::resume() {
 
 void RedisServerProcess::kill() {
   if (pid_ <= 0) return;
-  ::kill(pid_, SIGKILL);  // also ends a stopped process
-  int status = 0;
-  while (::waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
-  }
+  killAndReap(pid_);  // SIGKILL also ends a stopped process
   pid_ = -1;
   paused_ = false;
 }
@@ -87,31 +127,20 @@ void RedisServerProcess::start() {
 }
 
 bool RedisServerProcess::spawnAndWait() {
-  std::vector<std::string> args{binary_, "--port", std::to_string(port_), "--bind", "127.0.0.1",
-                                "--save", "",     "--appendonly", "no",  "--enable-debug-command",
-                                "local"};
-  args.insert(args.end(), extraArgs_.begin(), extraArgs_.end());
-  std::vector<char*> argv;
-  for (auto& arg : args) argv.push_back(arg.data());
-  argv.push_back(nullptr);
-
-  const pid_t parent = ::getpid();
-  const pid_t pid = ::fork();
-  if (pid < 0) throw std::runtime_error("RedisServerProcess: fork failed");
-  if (pid == 0) {
-    // Only async-signal-safe calls until exec. The server dies with the test process.
-    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (::getppid() != parent) ::_exit(127);
-    const int devnull = ::open("/dev/null", O_RDWR);
-    if (devnull >= 0) {
-      ::dup2(devnull, STDIN_FILENO);
-      ::dup2(devnull, STDOUT_FILENO);
-      ::dup2(devnull, STDERR_FILENO);
+  std::vector<std::string> args{binary_};
+  if (tls_) {
+    for (const auto& arg : {std::string("--port"), std::string("0"), std::string("--tls-port"), std::to_string(port_),
+                            std::string("--tls-cert-file"), tlsFiles_.certFile, std::string("--tls-key-file"),
+                            tlsFiles_.keyFile, std::string("--tls-ca-cert-file"), tlsFiles_.caFile,
+                            std::string("--tls-auth-clients"), std::string(tlsFiles_.authClients ? "yes" : "no")}) {
+      args.push_back(arg);
     }
-    ::execv(argv[0], argv.data());
-    ::_exit(127);
+  } else {
+    args.insert(args.end(), {"--port", std::to_string(port_)});
   }
-  pid_ = pid;
+  args.insert(args.end(), {"--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--enable-debug-command", "local"});
+  args.insert(args.end(), extraArgs_.begin(), extraArgs_.end());
+  pid_ = spawnChild(args);
 
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
   while (std::chrono::steady_clock::now() < deadline) {
@@ -121,7 +150,7 @@ bool RedisServerProcess::spawnAndWait() {
       return false;
     }
     // Another test's server may have taken the port: only our own process counts.
-    if (answeringPid(port_) == pid_) return true;
+    if (answeringPid() == pid_) return true;
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   kill();
