@@ -213,7 +213,12 @@ void RedisConnection::readReplies() {
   for (;;) {
     Reply reply = reader_->next();
     if (!reply) break;
-    if (requests_.empty()) throw Error(ErrorCode::ConnectionLost, "Redis at " + name_ + " sent an unexpected reply");
+    if (requests_.empty()) {
+      if (!onPush_) throw Error(ErrorCode::ConnectionLost, "Redis at " + name_ + " sent an unexpected reply");
+      onPush_(std::move(reply));
+      if (alive.expired() || state_ != State::Open) return;
+      continue;
+    }
     Request& front = requests_.front();
     front.got.push_back(std::move(reply));
     if (front.got.size() < front.replies) continue;

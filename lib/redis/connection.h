@@ -63,6 +63,9 @@ class RedisConnection final : public IoHandler {
   // Called each time a new connection has opened (before the queued requests are written), so
   // that the owner can queue what must come first.
   void onOpen(std::function<void()> hook) { onOpen_ = std::move(hook); }
+  // Receives the replies that answer no request: the messages of a SUBSCRIBE (sentinel's
+  // +switch-master). Without it such a reply is a protocol error.
+  void onPush(std::function<void(Reply)> handler) { onPush_ = std::move(handler); }
 
   bool isOpen() const noexcept { return state_ == State::Open; }
   std::size_t inFlight() const noexcept { return requests_.size(); }
@@ -116,6 +119,7 @@ class RedisConnection final : public IoHandler {
   std::deque<Request> requests_;
   RequestId nextId_ = 1;
   std::function<void()> onOpen_;
+  std::function<void(Reply)> onPush_;
 };
 
 }  // namespace streamlock::detail

@@ -64,21 +64,87 @@ bool isHostChar(char c) {
 
 }  // namespace
 
+namespace {
+
+// One host[:port] of an authority; [IPv6] bracketed.
+RedisEndpoint parseEndpoint(std::string_view text, int defaultPort) {
+  RedisEndpoint out;
+  out.port = defaultPort;
+  std::string_view port;
+  if (!text.empty() && text.front() == '[') {
+    std::size_t close = text.find(']');
+    if (close == std::string_view::npos) invalid("unterminated IPv6 address");
+    std::string_view address = text.substr(1, close - 1);
+    for (char c : address) {
+      if (!std::isxdigit(static_cast<unsigned char>(c)) && c != ':' && c != '.') invalid("bad IPv6 address");
+    }
+    out.host = std::string(address);
+    std::string_view after = text.substr(close + 1);
+    if (!after.empty()) {
+      if (after.front() != ':') invalid("unexpected text after the IPv6 address");
+      port = after.substr(1);
+      if (port.empty()) invalid("empty port");
+    }
+  } else {
+    std::size_t colon = text.find(':');
+    out.host = std::string(text.substr(0, colon));
+    if (colon != std::string_view::npos) {
+      port = text.substr(colon + 1);
+      if (port.empty()) invalid("empty port");
+    }
+    for (char c : out.host) {
+      if (!isHostChar(c)) invalid("bad host name");
+    }
+  }
+  if (out.host.empty()) invalid("missing host");
+  if (!port.empty()) out.port = parseNumber(port, 1, 65535, "port");
+  return out;
+}
+
+struct Scheme {
+  std::string_view prefix;
+  RedisTopologyKind kind;
+  bool tls;
+  int defaultPort;
+};
+
+constexpr Scheme kSchemes[] = {
+    {"redis://", RedisTopologyKind::Standalone, false, 6379},
+    {"rediss://", RedisTopologyKind::Standalone, true, 6379},
+    {"redis-sentinel://", RedisTopologyKind::Sentinel, false, 26379},
+    {"rediss-sentinel://", RedisTopologyKind::Sentinel, true, 26379},
+    {"redis-cluster://", RedisTopologyKind::Cluster, false, 6379},
+    {"rediss-cluster://", RedisTopologyKind::Cluster, true, 6379},
+};
+
+}  // namespace
+
 RedisUrl parseRedisUrl(std::string_view url) {
   if (startsWithNoCase(url, "unix://") || startsWithNoCase(url, "redis+unix://")) {
     throw Error(ErrorCode::Unsupported, "Unix-socket Redis URLs are not supported; use redis://host:port");
   }
   RedisUrl out;
   std::string_view rest;
-  if (startsWithNoCase(url, "redis://")) {
-    rest = url.substr(8);
-  } else if (startsWithNoCase(url, "rediss://")) {
-    rest = url.substr(9);
-    out.tls = true;
-  } else {
-    invalid("expected redis://[user:password@]host[:port][/db] or rediss://...");
+  int defaultPort = 0;
+  for (const Scheme& scheme : kSchemes) {
+    if (startsWithNoCase(url, scheme.prefix)) {
+      rest = url.substr(scheme.prefix.size());
+      out.kind = scheme.kind;
+      out.tls = scheme.tls;
+      defaultPort = scheme.defaultPort;
+      break;
+    }
   }
-  if (rest.find_first_of("?#") != std::string_view::npos) invalid("query parameters and fragments are not supported");
+  if (defaultPort == 0) {
+    invalid("expected redis://[user:password@]host[:port][/db], rediss://..., "
+            "redis-sentinel://host:port[,host:port...][/db]?master=NAME or redis-cluster://host:port[,host:port...]");
+  }
+  if (rest.find('#') != std::string_view::npos) invalid("fragments are not supported");
+  std::string_view query;
+  if (const std::size_t question = rest.find('?'); question != std::string_view::npos) {
+    query = rest.substr(question + 1);
+    rest = rest.substr(0, question);
+  }
   std::size_t slash = rest.find('/');
   std::string_view authority = rest.substr(0, slash);
   std::string_view path = slash == std::string_view::npos ? std::string_view{} : rest.substr(slash + 1);
@@ -93,35 +159,38 @@ RedisUrl parseRedisUrl(std::string_view url) {
     if (!out.user.empty() && out.password.empty()) invalid("a user name needs a password (user:password@)");
   }
 
-  std::string_view port;
-  if (!authority.empty() && authority.front() == '[') {
-    std::size_t close = authority.find(']');
-    if (close == std::string_view::npos) invalid("unterminated IPv6 address");
-    std::string_view address = authority.substr(1, close - 1);
-    for (char c : address) {
-      if (!std::isxdigit(static_cast<unsigned char>(c)) && c != ':' && c != '.') invalid("bad IPv6 address");
-    }
-    out.host = std::string(address);
-    std::string_view after = authority.substr(close + 1);
-    if (!after.empty()) {
-      if (after.front() != ':') invalid("unexpected text after the IPv6 address");
-      port = after.substr(1);
-      if (port.empty()) invalid("empty port");
-    }
-  } else {
-    std::size_t colon = authority.find(':');
-    out.host = std::string(authority.substr(0, colon));
-    if (colon != std::string_view::npos) {
-      port = authority.substr(colon + 1);
-      if (port.empty()) invalid("empty port");
-    }
-    for (char c : out.host) {
-      if (!isHostChar(c)) invalid("bad host name");
-    }
+  // host[:port], or a comma-separated list of them for the sentinels / the cluster's seed nodes.
+  for (std::size_t begin = 0;;) {
+    const std::size_t comma = authority.find(',', begin);
+    out.endpoints.push_back(parseEndpoint(authority.substr(begin, comma - begin), defaultPort));
+    if (comma == std::string_view::npos) break;
+    begin = comma + 1;
   }
-  if (out.host.empty()) invalid("missing host");
-  if (!port.empty()) out.port = parseNumber(port, 1, 65535, "port");
+  if (out.kind == RedisTopologyKind::Standalone && out.endpoints.size() > 1) {
+    invalid("a redis:// URL names one server; use redis-sentinel:// or redis-cluster:// for several");
+  }
+  out.host = out.endpoints.front().host;
+  out.port = out.endpoints.front().port;
+
   if (!path.empty()) out.db = parseNumber(path, 0, 1 << 20, "database number");
+  if (out.kind == RedisTopologyKind::Cluster && out.db != 0) invalid("Redis Cluster has only database 0");
+
+  // Query parameters: master=NAME for the sentinel forms, nothing else.
+  for (std::size_t begin = 0; begin < query.size();) {
+    std::size_t amp = query.find('&', begin);
+    if (amp == std::string_view::npos) amp = query.size();
+    const std::string_view pair = query.substr(begin, amp - begin);
+    const std::size_t eq = pair.find('=');
+    const std::string_view name = pair.substr(0, eq);
+    if (name != "master" || eq == std::string_view::npos || out.kind != RedisTopologyKind::Sentinel) {
+      invalid("unsupported query parameter (only master=NAME, for redis-sentinel:// URLs)");
+    }
+    out.masterName = percentDecode(pair.substr(eq + 1), "master name");
+    begin = amp + 1;
+  }
+  if (out.kind == RedisTopologyKind::Sentinel && out.masterName.empty()) {
+    invalid("a redis-sentinel:// URL needs ?master=NAME");
+  }
   return out;
 }
 
