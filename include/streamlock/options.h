@@ -71,6 +71,10 @@ struct LockOptions {
   Milliseconds heartbeatInterval{0};
   // Pause between attempts while acquire waits for the previous holder.
   Milliseconds acquirePollInterval{50};
+  // Replicas that must have the lock before acquire succeeds (WAIT n after the SET, within
+  // redis.commandTimeout), so that a failover right after cannot lose a fresh lock; 0: no WAIT.
+  // An acquire whose lock reached fewer replicas deletes it again and fails with Error(Timeout).
+  unsigned waitReplicas = 0;
 };
 
 struct BreakerOptions {

@@ -139,18 +139,10 @@ void ClientCore::countRedisFailure(const Error& error) noexcept {
   if (error.code() == ErrorCode::Timeout) bump(counters_.redisTimeouts);
 }
 
-RedisConnection& ClientCore::redis() {
+RedisTopology& ClientCore::redis() {
   if (!redis_) {
-    RedisServerSettings settings;
-    settings.host = redisUrl_->host;
-    settings.port = redisUrl_->port;
-    settings.user = redisUrl_->user;
-    settings.password = redisUrl_->password;
-    settings.db = redisUrl_->db;
-    settings.tls = tls_;
-    settings.connectTimeout = options_.redis.connectTimeout;
-    redis_ = std::make_unique<RedisConnection>(loop_, std::move(settings));
-    redis_->onOpen([this] { queueUnsentCleanups(); });
+    redis_ = makeTopology(loop_, TopologySettings{*redisUrl_, tls_, options_.redis, logger_});
+    redis_->onMasterConnected([this] { queueUnsentCleanups(); });
   }
   return *redis_;
 }
@@ -230,24 +222,30 @@ void ClientCore::shutdownOnLoop(std::function<void()> done) {
     (*step)();
     return;
   }
-  std::string resp;
+  std::vector<KeyedCommand> commands;
   for (const auto& [key, streamId] : toDelete) {
-    appendCommand(resp, {"EVAL", protocol::kReleaseScript, "1", key, streamId});
+    KeyedCommand& command = commands.emplace_back();
+    command.key = key;
+    appendCommand(command.resp, {"EVAL", protocol::kReleaseScript, "1", key, streamId});
   }
   const std::size_t heldCount = held.size();
-  redis().send(resp, toDelete.size(), [this, step, heldCount](RedisOutcome outcome) {
-    if (outcome.error) {
-      log(LogLevel::Warning, "releasing {} stream locks at shutdown failed (they expire by their TTL): {}", heldCount,
-          outcome.error->what());
-    } else {
-      for (std::size_t i = 0; i < outcome.replies.size(); ++i) {
-        if (!isIntegerOne(outcome.replies[i].get())) continue;
+  const Deadline deadline = deadlineIn(options_.redis.commandTimeout);
+  redis().execute(std::move(commands), deadline, [this, step, heldCount](std::vector<CommandOutcome> outcomes) {
+    std::size_t failed = 0;
+    for (std::size_t i = 0; i < outcomes.size(); ++i) {
+      if (outcomes[i].error) {
+        ++failed;
+      } else if (isIntegerOne(outcomes[i].reply.get())) {
         bump(i < heldCount ? counters_.locksReleased : counters_.orphansCleaned);
       }
     }
+    if (failed > 0) {
+      log(LogLevel::Warning, "releasing {} stream locks at shutdown failed (they expire by their TTL): {}", failed,
+          outcomes.front().error ? outcomes.front().error->what() : "connection lost");
+    }
     (*step)();
   });
-  loop_.at(saturatingAdd(Clock::now(), options_.redis.commandTimeout), [this, step, heldCount] {
+  loop_.at(deadline, [this, step, heldCount] {
     if (step->done) return;
     log(LogLevel::Warning, "releasing {} stream locks at shutdown timed out (they expire by their TTL)", heldCount);
     (*step)();

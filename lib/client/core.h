@@ -29,7 +29,7 @@
 #include "client/delivery.h"
 #include "io/clock.h"
 #include "io/loop.h"
-#include "redis/connection.h"
+#include "redis/topology.h"
 #include "redis/url.h"
 #include "streamlock/client.h"
 #include "streamlock/protocol.h"
@@ -163,7 +163,7 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
   // core.cpp
   void shutdownOnLoop(std::function<void()> done);
   void abandonAfterFork() noexcept;
-  RedisConnection& redis();
+  RedisTopology& redis();
 
   // lookup.cpp
   void finishLookup(LookupAnswer& answer, const std::vector<const std::string*>& chatIds);
@@ -173,9 +173,10 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
   void registerCleanup(const std::string& key, const std::string& streamId, Deadline sentAt);
   void sendCleanup(const std::pair<std::string, std::string>& which);
   void queueUnsentCleanups();
-  // Sends EVALSHA of a script for each of args ({key, argv...}), falling back to EVAL on NOSCRIPT.
+  // Sends EVALSHA of a script for each of args ({key, argv...}) to its key's node, falling back to
+  // EVAL on NOSCRIPT (each node has its own script cache); one outcome per args, in order.
   void evalScripts(const char* script, const std::string& sha, std::vector<std::vector<std::string>> args,
-                   std::function<void(RedisOutcome)> done);
+                   Deadline deadline, std::function<void(std::vector<CommandOutcome>)> done);
 
   // heartbeats.cpp
   void scheduleHeartbeat(const std::shared_ptr<HeartbeatEntry>& entry, Deadline due);
@@ -216,7 +217,7 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
  private:
   // I/O thread only.
   bool closing_ = false;  // shutdownOnLoop ran: what reaches the loop after it fails at once
-  std::unique_ptr<RedisConnection> redis_;
+  std::unique_ptr<RedisTopology> redis_;
   std::unordered_map<std::uint64_t, std::shared_ptr<Operation>> inFlight_;
   std::uint64_t nextOperation_ = 1;
   std::unordered_map<HeartbeatEntry*, std::shared_ptr<HeartbeatEntry>> heartbeats_;

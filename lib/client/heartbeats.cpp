@@ -90,23 +90,23 @@ void ClientCore::extendDue() {
     bump(counters_.heartbeatsFailed);
     scheduleHeartbeat(entry, saturatingAdd(Clock::now(), timing_.retryDelay));
   };
-  evalScripts(protocol::kExtendScript, extendSha_, std::move(args), [this, batch, sentAt, failed](RedisOutcome outcome) {
+  const Deadline deadline = saturatingAdd(sentAt, options_.redis.commandTimeout);
+  evalScripts(protocol::kExtendScript, extendSha_, std::move(args), deadline,
+              [this, batch, sentAt, failed](std::vector<CommandOutcome> outcomes) {
     if (batch->finished) return;
     batch->finished = true;
     loop_.cancel(batch->timer);
-    if (outcome.error) {
-      countRedisFailure(*outcome.error);
-      log(LogLevel::Warning, "heartbeat of {} stream locks failed (retrying soon): {}", batch->entries.size(),
-          outcome.error->what());
-    }
+    const Error* connectionError = nullptr;
     for (std::size_t i = 0; i < batch->entries.size(); ++i) {
       const auto& entry = batch->entries[i];
+      const CommandOutcome& outcome = outcomes[i];
+      if (outcome.error && !connectionError) connectionError = &*outcome.error;
       if (entry->stopped) continue;
       if (outcome.error) {
         failed(entry);
         continue;
       }
-      const redisReply* reply = outcome.replies[i].get();
+      const redisReply* reply = outcome.reply.get();
       if (isIntegerOne(reply)) {
         bump(counters_.heartbeatsExtended);
         // The new TTL runs from no earlier than the send: the window and the next extend count from it.
@@ -120,10 +120,16 @@ void ClientCore::extendDue() {
         failed(entry);
       }
     }
+    if (connectionError) {
+      countRedisFailure(*connectionError);
+      log(LogLevel::Warning, "heartbeat of {} stream locks failed (retrying soon): {}", batch->entries.size(),
+          connectionError->what());
+    }
   });
   batch->timer = loop_.at(saturatingAdd(sentAt, options_.redis.commandTimeout), [this, batch, failed] {
     if (batch->finished) return;
     batch->finished = true;
+    redis().suspect();
     countRedisFailure(Error(ErrorCode::Timeout, "heartbeat timed out"));
     log(LogLevel::Warning, "heartbeat of {} stream locks timed out after {} ms (retrying soon)", batch->entries.size(),
         options_.redis.commandTimeout.count());

@@ -1,5 +1,7 @@
 // The writer's lock: acquire (SET NX EX, waiting while busy), the cleanup of a failed acquire's
 // possible orphan, and release (compare-and-delete).
+#include <hiredis/hiredis.h>
+
 #include <algorithm>
 
 #include "client/core.h"
@@ -33,18 +35,16 @@ class AcquireOperation final : public Operation {
   void abortForShutdown() override {
     if (finished) return;
     loop->cancel(timer);
-    if (request != 0) {
-      connection->abandon(request);
-      // Its SET may already sit in the socket: the shutdown's pipeline deletes it if it ran.
-      core.registerCleanup(key, streamId, sentAt);
-    }
+    // Its SET may already sit in a socket: the shutdown's pipeline deletes it if it ran.
+    if (inFlight) core.registerCleanup(key, streamId, sentAt);
     finish(Error(ErrorCode::ShutDown, "the client is shut down"));
   }
 
   void finish(ClientCore::AcquireOutcome outcome) {
     finished = true;
+    loop->cancel(timer);
     auto callback = std::move(done);
-    core.finished(operationKey);  // destroys this operation: nothing of it is used after
+    core.finished(operationKey);  // may destroy this operation: nothing of it is used after
     callback(std::move(outcome));
   }
 
@@ -56,10 +56,10 @@ class AcquireOperation final : public Operation {
   std::function<void(ClientCore::AcquireOutcome)> done;
   std::uint64_t operationKey = 0;
   Loop* loop = nullptr;
-  RedisConnection* connection = nullptr;
-  RedisConnection::RequestId request = 0;  // the SET in flight, 0 between attempts
   Loop::TimerId timer = 0;
   Deadline sentAt{};
+  std::uint64_t attempt = 0;  // outcomes of an earlier attempt are ignored
+  bool inFlight = false;      // a SET (or its WAIT) is on the wire
   bool finished = false;
 };
 
@@ -73,30 +73,43 @@ void ClientCore::acquire(std::string chatId, std::string streamId, Milliseconds 
   auto operation = std::make_shared<AcquireOperation>(*this, std::move(chatId), std::move(streamId), waitUntil,
                                                       std::move(done));
   const bool posted = onLoop([this, operation] {
-    if (closing_) return operation->done(Error(ErrorCode::ShutDown, "the client is shut down"));
-    operation->operationKey = started(operation);
     operation->loop = &loop_;
+    if (closing_) return operation->finish(Error(ErrorCode::ShutDown, "the client is shut down"));
+    operation->operationKey = started(operation);
     attemptAcquire(operation);
   });
-  if (!posted) operation->done(Error(ErrorCode::ShutDown, "the client is shut down"));
+  if (!posted) {
+    auto callback = std::move(operation->done);
+    callback(Error(ErrorCode::ShutDown, "the client is shut down"));
+  }
 }
 
 void ClientCore::attemptAcquire(std::shared_ptr<AcquireOperation> op) {
   op->sentAt = Clock::now();
+  const std::uint64_t attempt = ++op->attempt;
+  auto acquired = [this, op] {
+    if (redisUrl_) pending_.record(op->chatId, op->streamId);
+    {
+      std::lock_guard<std::mutex> guard(heldMutex_);
+      held_.emplace(op->chatId, op->streamId);
+    }
+    bump(counters_.locksAcquired);
+    op->finish(std::optional<Deadline>(op->sentAt));
+  };
+  // Busy: try again after the poll interval, until waitFor has passed.
+  auto busy = [this, op] {
+    const Deadline now = Clock::now();
+    if (now >= op->waitUntil) return op->finish(std::optional<Deadline>());
+    op->timer = loop_.at(std::min(saturatingAdd(now, options_.lock.acquirePollInterval), op->waitUntil), [this, op] {
+      op->timer = 0;
+      if (!op->finished) attemptAcquire(op);
+    });
+  };
+
   if (!redisUrl_) {
     // Without Redis the pending map is the whole lock, as in single-process mode.
-    if (pending_.tryRecord(op->chatId, op->streamId)) {
-      {
-        std::lock_guard<std::mutex> guard(heldMutex_);
-        held_.emplace(op->chatId, op->streamId);
-      }
-      bump(counters_.locksAcquired);
-      return op->finish(std::optional<Deadline>(op->sentAt));
-    }
-    if (op->sentAt >= op->waitUntil) return op->finish(std::optional<Deadline>());
-    op->timer = loop_.at(std::min(saturatingAdd(op->sentAt, options_.lock.acquirePollInterval), op->waitUntil),
-                         [this, op] { op->timer = 0; attemptAcquire(op); });
-    return;
+    if (pending_.tryRecord(op->chatId, op->streamId)) return acquired();
+    return busy();
   }
 
   // A cleanup of this very (key, stream) not yet on the wire goes first, so that it cannot delete
@@ -104,59 +117,64 @@ void ClientCore::attemptAcquire(std::shared_ptr<AcquireOperation> op) {
   const auto which = std::make_pair(op->key, op->streamId);
   if (cleanups_.count(which) && !cleanupsSent_.count(which)) sendCleanup(which);
 
-  std::string resp;
-  const std::string ttl = std::to_string(options_.lock.ttl.count());
-  appendCommand(resp, {"SET", op->key, op->streamId, "NX", "EX", ttl});
-  op->connection = &redis();
-  op->request = op->connection->send(resp, 1, [this, op](RedisOutcome outcome) {
-    op->request = 0;
-    if (op->finished) return;
+  const Deadline deadline = saturatingAdd(op->sentAt, options_.redis.commandTimeout);
+  auto fail = [this, op](const Error& error) {
+    countRedisFailure(error);
+    op->finish(error);
+  };
+  KeyedCommand set{op->key, {}};
+  appendCommand(set.resp, {"SET", op->key, op->streamId, "NX", "EX", std::to_string(options_.lock.ttl.count())});
+  op->inFlight = true;
+  redis().execute({std::move(set)}, deadline, [this, op, attempt, deadline, acquired, busy, fail](std::vector<CommandOutcome> outcomes) {
+    if (op->finished || attempt != op->attempt) return;
+    op->inFlight = false;
     loop_.cancel(op->timer);
     op->timer = 0;
+    CommandOutcome& outcome = outcomes.front();
     if (outcome.error) {
-      countRedisFailure(*outcome.error);
-      // The SET reached the socket before the connection failed: it may have run.
+      // The SET reached a socket before its connection failed: it may have run.
       if (outcome.written) registerCleanup(op->key, op->streamId, op->sentAt);
-      return op->finish(*outcome.error);
+      return fail(*outcome.error);
     }
-    const redisReply* reply = outcome.replies.front().get();
+    const redisReply* reply = outcome.reply.get();
     if (isErrorReply(reply)) {
       try {
         throwReplyError(reply);
       } catch (const Error& e) {
-        countRedisFailure(e);
-        return op->finish(e);
+        return fail(e);
       }
     }
-    if (isStatusOk(reply)) {
-      pending_.record(op->chatId, op->streamId);
-      {
-        std::lock_guard<std::mutex> guard(heldMutex_);
-        held_.emplace(op->chatId, op->streamId);
-      }
-      bump(counters_.locksAcquired);
-      return op->finish(std::optional<Deadline>(op->sentAt));
-    }
-    // Nil: another stream holds it. Wait for it to finish, up to waitFor.
-    const Deadline now = Clock::now();
-    if (now >= op->waitUntil) return op->finish(std::optional<Deadline>());
-    op->timer = loop_.at(std::min(saturatingAdd(now, options_.lock.acquirePollInterval), op->waitUntil), [this, op] {
-      op->timer = 0;
-      if (!op->finished) attemptAcquire(op);
+    if (!isStatusOk(reply)) return busy();  // nil: another stream holds it
+    if (options_.lock.waitReplicas == 0) return acquired();
+    // WAIT on the same connection: the replicas that have this connection's writes, the SET included.
+    const auto left = std::chrono::duration_cast<Milliseconds>(deadline - Clock::now());
+    KeyedCommand wait{op->key, {}};
+    appendCommand(wait.resp, {"WAIT", std::to_string(options_.lock.waitReplicas),
+                              std::to_string(std::max<long long>(1, left.count()))});
+    op->inFlight = true;
+    redis().execute({std::move(wait)}, deadline, [this, op, attempt, acquired, fail](std::vector<CommandOutcome> waited) {
+      if (op->finished || attempt != op->attempt) return;
+      op->inFlight = false;
+      const CommandOutcome& result = waited.front();
+      const long long replicas = !result.error && isInteger(result.reply.get()) ? result.reply->integer : -1;
+      if (replicas >= static_cast<long long>(options_.lock.waitReplicas)) return acquired();
+      // Too few replicas have it: a failover could lose it. Delete it and fail.
+      registerCleanup(op->key, op->streamId, op->sentAt);
+      fail(result.error ? *result.error
+                        : Error(ErrorCode::Timeout, fmt::format("the lock of chat {} reached {} of the {} replicas asked for",
+                                                                op->chatId, std::max(0LL, replicas),
+                                                                options_.lock.waitReplicas)));
     });
   });
-  op->timer = loop_.at(saturatingAdd(op->sentAt, options_.redis.commandTimeout), [this, op] {
+  op->timer = loop_.at(deadline, [this, op, fail] {
     op->timer = 0;
-    if (op->finished || op->request == 0) return;
-    op->connection->abandon(op->request);
-    op->request = 0;
+    if (op->finished || !op->inFlight) return;
     // The SET may still run (it sits in the socket of a hung server): delete our value right after
     // it, on the same connection, so that this failed acquire leaves no lock behind.
     registerCleanup(op->key, op->streamId, op->sentAt);
-    const Error timeout(ErrorCode::Timeout, fmt::format("acquiring the lock of chat {} timed out after {} ms",
-                                                        op->chatId, options_.redis.commandTimeout.count()));
-    countRedisFailure(timeout);
-    op->finish(timeout);
+    redis().suspect();
+    fail(Error(ErrorCode::Timeout, fmt::format("acquiring the lock of chat {} timed out after {} ms", op->chatId,
+                                               options_.redis.commandTimeout.count())));
   });
 }
 
@@ -173,15 +191,17 @@ void ClientCore::registerCleanup(const std::string& key, const std::string& stre
 void ClientCore::sendCleanup(const std::pair<std::string, std::string>& which) {
   if (!redisUrl_) return;
   cleanupsSent_.insert(which);
-  std::string resp;
-  // EVAL, not EVALSHA: it cannot meet NOSCRIPT, so it needs no second round.
-  appendCommand(resp, {"EVAL", protocol::kReleaseScript, "1", which.first, which.second});
-  redis().send(resp, 1, [this, which](RedisOutcome outcome) {
+  KeyedCommand command{which.first, {}};
+  // EVAL, not EVALSHA: it cannot meet NOSCRIPT, so it needs no second round. It waits for its
+  // answer as long as its connection lives: a hung server runs it right after the SET it follows.
+  appendCommand(command.resp, {"EVAL", protocol::kReleaseScript, "1", which.first, which.second});
+  redis().execute({std::move(command)}, Deadline::max(), [this, which](std::vector<CommandOutcome> outcomes) {
+    const CommandOutcome& outcome = outcomes.front();
     const auto it = cleanups_.find(which);
     if (it == cleanups_.end()) return;
     cleanupsSent_.erase(which);
-    if (!outcome.error && !isErrorReply(outcome.replies.front().get())) {
-      if (isIntegerOne(outcome.replies.front().get())) {
+    if (!outcome.error && !isErrorReply(outcome.reply.get())) {
+      if (isIntegerOne(outcome.reply.get())) {
         bump(counters_.orphansCleaned);
         log(LogLevel::Info, "deleted the lock of chat key {} that a failed acquire of stream {} left behind", which.first,
             which.second);
@@ -266,10 +286,11 @@ void ClientCore::release(std::string chatId, std::string streamId, std::function
       auto callback = std::move(state->done);
       return callback(ReleaseOutcome::AlreadyReleased);
     }
-    evalScripts(protocol::kReleaseScript, releaseSha_, {{lockKey(state->chatId), state->streamId}},
-                [finish](RedisOutcome outcome) {
+    evalScripts(protocol::kReleaseScript, releaseSha_, {{lockKey(state->chatId), state->streamId}}, deadline,
+                [finish](std::vector<CommandOutcome> outcomes) {
+                  const CommandOutcome& outcome = outcomes.front();
                   if (outcome.error) return finish(ReleaseOutcome::Failed, &*outcome.error);
-                  const redisReply* reply = outcome.replies.front().get();
+                  const redisReply* reply = outcome.reply.get();
                   if (isErrorReply(reply)) {
                     const Error error(ErrorCode::ServerError, "Redis error: " + std::string(replyText(reply)));
                     return finish(ReleaseOutcome::Failed, &error);
@@ -277,6 +298,7 @@ void ClientCore::release(std::string chatId, std::string streamId, std::function
                   finish(isIntegerOne(reply) ? ReleaseOutcome::Released : ReleaseOutcome::NotOwner, nullptr);
                 });
     state->timer = loop_.at(deadline, [this, finish] {
+      redis().suspect();
       const Error timeout(ErrorCode::Timeout,
                           fmt::format("release timed out after {} ms", options_.redis.commandTimeout.count()));
       finish(ReleaseOutcome::Failed, &timeout);
@@ -291,37 +313,35 @@ void ClientCore::release(std::string chatId, std::string streamId, std::function
 }
 
 void ClientCore::evalScripts(const char* script, const std::string& sha, std::vector<std::vector<std::string>> args,
-                             std::function<void(RedisOutcome)> done) {
-  std::string resp;
-  for (const auto& arg : args) {
-    std::vector<std::string_view> argv{"EVALSHA", sha, "1"};
+                             Deadline deadline, std::function<void(std::vector<CommandOutcome>)> done) {
+  auto command = [](const std::string& nameAndBody, const std::vector<std::string>& arg, bool byBody) {
+    KeyedCommand out{arg.front(), {}};
+    std::vector<std::string_view> argv{byBody ? "EVAL" : "EVALSHA", nameAndBody, "1"};
     argv.insert(argv.end(), arg.begin(), arg.end());
-    appendCommand(resp, argv);
-  }
+    appendCommand(out.resp, argv);
+    return out;
+  };
+  std::vector<KeyedCommand> commands;
+  commands.reserve(args.size());
+  for (const auto& arg : args) commands.push_back(command(sha, arg, false));
   auto shared = std::make_shared<std::vector<std::vector<std::string>>>(std::move(args));
-  redis().send(resp, shared->size(), [this, script, shared, done = std::move(done)](RedisOutcome outcome) mutable {
-    std::vector<std::size_t> missing;
-    if (!outcome.error) {
-      for (std::size_t i = 0; i < outcome.replies.size(); ++i) {
-        if (isNoScript(outcome.replies[i].get())) missing.push_back(i);
-      }
-    }
-    if (missing.empty()) return done(std::move(outcome));
-    // The server lost its script cache (restart, SCRIPT FLUSH, failover): EVAL loads it again.
-    std::string retry;
-    for (std::size_t i : missing) {
-      std::vector<std::string_view> argv{"EVAL", script, "1"};
-      argv.insert(argv.end(), (*shared)[i].begin(), (*shared)[i].end());
-      appendCommand(retry, argv);
-    }
-    auto first = std::make_shared<RedisOutcome>(std::move(outcome));
-    redis().send(retry, missing.size(),
-                 [first, missing = std::move(missing), done = std::move(done)](RedisOutcome second) mutable {
-                   if (second.error) return done(std::move(second));
-                   for (std::size_t j = 0; j < missing.size(); ++j) first->replies[missing[j]] = std::move(second.replies[j]);
-                   done(std::move(*first));
-                 });
-  });
+  redis().execute(std::move(commands), deadline,
+                  [this, script, shared, deadline, command, done = std::move(done)](std::vector<CommandOutcome> outcomes) mutable {
+                    std::vector<std::size_t> missing;
+                    for (std::size_t i = 0; i < outcomes.size(); ++i) {
+                      if (!outcomes[i].error && isNoScript(outcomes[i].reply.get())) missing.push_back(i);
+                    }
+                    if (missing.empty()) return done(std::move(outcomes));
+                    // That node lost its script cache (restart, SCRIPT FLUSH, failover): EVAL loads it again.
+                    std::vector<KeyedCommand> retry;
+                    for (std::size_t i : missing) retry.push_back(command(script, (*shared)[i], true));
+                    auto first = std::make_shared<std::vector<CommandOutcome>>(std::move(outcomes));
+                    redis().execute(std::move(retry), deadline,
+                                    [first, missing = std::move(missing), done = std::move(done)](std::vector<CommandOutcome> second) mutable {
+                                      for (std::size_t j = 0; j < missing.size(); ++j) (*first)[missing[j]] = std::move(second[j]);
+                                      done(std::move(*first));
+                                    });
+                  });
 }
 
 StreamLock ClientCore::makeLock(std::string chatId, std::string streamId, Deadline acquiredAt) {

@@ -23,58 +23,46 @@ LookupAnswer localAnswer(ClientCore& core, const std::vector<const std::string*>
   return answer;
 }
 
-class LookupOperation final : public Operation {
+class LookupOperation final : public Operation, public std::enable_shared_from_this<LookupOperation> {
  public:
   LookupOperation(ClientCore& core, std::vector<const std::string*> chatIds, std::function<void(LookupAnswer)> done)
       : core_(core), chatIds_(std::move(chatIds)), done_(std::move(done)) {}
 
-  void start(std::uint64_t key, Deadline deadline, Breaker::Admission admission, RedisConnection& redis,
-             Loop& loop) {
+  void start(std::uint64_t key, Deadline deadline, Breaker::Admission admission, RedisTopology& redis, Loop& loop) {
     key_ = key;
     admission_ = admission;
-    redis_ = &redis;
     loop_ = &loop;
-    std::string resp;
-    const std::size_t chunk = core_.options_.redis.mgetChunkSize;
-    commands_ = appendMgets(resp, core_.options_.lock.keyPrefix, chatIds_, chunk);
-    bump(core_.counters_.lookupRoundTrips);
-    request_ = redis.send(resp, commands_, [this](RedisOutcome outcome) { answered(std::move(outcome)); });
-    timer_ = loop.at(deadline, [this] {
-      timer_ = 0;
-      redis_->abandon(request_);
-      failed(Error(ErrorCode::Timeout, fmt::format("Redis lookup timed out after {} ms",
-                                                   core_.options_.redis.lookupDeadline.count())));
+    redis_ = &redis;
+    auto self = shared_from_this();
+    redis.lookup(core_.options_.lock.keyPrefix, chatIds_, core_.options_.redis.mgetChunkSize, deadline,
+                 [self](LookupReply reply) { self->answered(std::move(reply)); });
+    timer_ = loop.at(deadline, [self] {
+      self->timer_ = 0;
+      if (self->finished_) return;
+      self->redis_->suspect();
+      self->failed(Error(ErrorCode::Timeout, fmt::format("Redis lookup timed out after {} ms",
+                                                         self->core_.options_.redis.lookupDeadline.count())));
     });
   }
 
   void abortForShutdown() override {
     if (finished_) return;
     loop_->cancel(timer_);
-    redis_->abandon(request_);
     core_.breaker_.inconclusive(admission_);
     unknown();
   }
 
  private:
-  void answered(RedisOutcome outcome) {
+  void answered(LookupReply reply) {
     if (finished_) return;
     loop_->cancel(timer_);
-    if (outcome.error) return failed(*outcome.error);
-    LookupAnswer answer;
-    answer.owners.resize(chatIds_.size());
-    const std::size_t chunk = core_.options_.redis.mgetChunkSize;
-    try {
-      for (std::size_t c = 0; c < outcome.replies.size(); ++c) {
-        const std::size_t begin = c * chunk;
-        const std::size_t count = std::min(chunk, chatIds_.size() - begin);
-        readMgetReply(outcome.replies[c].get(), count, answer.owners.data() + begin);
-      }
-    } catch (const Error& e) {
-      return failed(e);
-    }
+    bump(core_.counters_.lookupRoundTrips, reply.roundTrips);
+    if (!reply.owners) return failed(*reply.owners.error());
     core_.breaker_.succeeded(admission_);
     bump(core_.counters_.lookupsVerified);
+    LookupAnswer answer;
     answer.status = LookupStatus::Verified;
+    answer.owners = std::move(reply.owners.value());
     finish(std::move(answer));
   }
 
@@ -95,7 +83,7 @@ class LookupOperation final : public Operation {
   void finish(LookupAnswer answer) {
     finished_ = true;
     auto done = std::move(done_);
-    core_.finished(key_);  // destroys this operation: nothing of it is used after
+    core_.finished(key_);  // may destroy this operation: nothing of it is used after
     done(std::move(answer));
   }
 
@@ -104,10 +92,8 @@ class LookupOperation final : public Operation {
   std::function<void(LookupAnswer)> done_;
   std::uint64_t key_ = 0;
   Breaker::Admission admission_ = Breaker::Admission::Ask;
-  RedisConnection* redis_ = nullptr;
   Loop* loop_ = nullptr;
-  std::size_t commands_ = 0;
-  RedisConnection::RequestId request_ = 0;
+  RedisTopology* redis_ = nullptr;
   Loop::TimerId timer_ = 0;
   bool finished_ = false;
 };
@@ -194,7 +180,6 @@ void ClientCore::redisStatus(std::function<void(RedisStatus)> done) {
     struct Ping {
       bool finished = false;
       Loop::TimerId timer = 0;
-      RedisConnection::RequestId request = 0;
     };
     auto ping = std::make_shared<Ping>();
     auto finish = [shared, ping](std::string detail, bool verified) {
@@ -205,17 +190,13 @@ void ClientCore::redisStatus(std::function<void(RedisStatus)> done) {
       if (verified) answer.mode = RedisStatus::Mode::Verified;
       callback(std::move(answer));
     };
-    std::string resp;
-    appendCommand(resp, {"PING"});
-    RedisConnection& connection = redis();
-    ping->request = connection.send(resp, 1, [this, ping, finish](RedisOutcome outcome) {
+    redis().ping(deadline, [this, ping, finish](std::optional<Error> error) {
       loop_.cancel(ping->timer);
-      if (outcome.error) return finish(outcome.error->what(), false);
-      if (isErrorReply(outcome.replies.front().get())) return finish(std::string(replyText(outcome.replies.front().get())), false);
+      if (error) return finish(error->what(), false);
       finish({}, true);
     });
-    ping->timer = loop_.at(deadline, [this, ping, finish] {
-      if (redis_) redis_->abandon(ping->request);
+    ping->timer = loop_.at(deadline, [this, finish] {
+      redis().suspect();
       finish(fmt::format("no answer to PING within {} ms", options_.redis.lookupDeadline.count()), false);
     });
   });

@@ -1,0 +1,120 @@
+// One Redis server: every caller's commands pipelined on one connection.
+#include "redis/standalone.h"
+
+#include <algorithm>
+#include <hiredis/hiredis.h>
+
+#include "redis/cluster.h"
+#include "redis/sentinel.h"
+
+namespace streamlock::detail {
+
+RedisServerSettings serverSettings(const TopologySettings& settings, const std::string& host, int port, int db) {
+  RedisServerSettings out;
+  out.host = host;
+  out.port = port;
+  out.user = settings.url.user;
+  out.password = settings.url.password;
+  out.db = db;
+  out.tls = settings.tls;
+  out.connectTimeout = settings.options.connectTimeout;
+  return out;
+}
+
+void readMgetReplies(const std::vector<Reply>& replies, std::size_t chunk, std::vector<std::string>& owners) {
+  for (std::size_t c = 0; c < replies.size(); ++c) {
+    const std::size_t begin = c * chunk;
+    const std::size_t count = std::min(chunk, owners.size() - begin);
+    readMgetReply(replies[c].get(), count, owners.data() + begin);
+  }
+}
+
+void executeOn(RedisConnection& connection, std::vector<KeyedCommand> commands,
+               std::function<void(std::vector<CommandOutcome>)> done) {
+  std::string resp;
+  for (const auto& command : commands) resp += command.resp;
+  const std::size_t count = commands.size();
+  connection.send(resp, count, [count, done = std::move(done)](RedisOutcome outcome) {
+    std::vector<CommandOutcome> outcomes(count);
+    for (std::size_t i = 0; i < count; ++i) {
+      if (outcome.error) {
+        outcomes[i].error = outcome.error;
+        outcomes[i].written = outcome.written;
+      } else {
+        outcomes[i].reply = std::move(outcome.replies[i]);
+        outcomes[i].written = true;
+      }
+    }
+    done(std::move(outcomes));
+  });
+}
+
+void lookupOn(RedisConnection& connection, const std::string& prefix, const std::vector<const std::string*>& ids,
+              std::size_t chunk, std::function<void(LookupReply)> done) {
+  std::string resp;
+  const std::size_t commands = appendMgets(resp, prefix, ids, chunk);
+  const std::size_t count = ids.size();
+  connection.send(resp, commands, [count, chunk, done = std::move(done)](RedisOutcome outcome) {
+    LookupReply reply;
+    reply.roundTrips = 1;
+    if (outcome.error) {
+      reply.owners = *outcome.error;
+      return done(std::move(reply));
+    }
+    std::vector<std::string> owners(count);
+    try {
+      readMgetReplies(outcome.replies, chunk, owners);
+      reply.owners = std::move(owners);
+    } catch (const Error& e) {
+      reply.owners = e;
+    }
+    done(std::move(reply));
+  });
+}
+
+void pingOn(RedisConnection& connection, std::function<void(std::optional<Error>)> done) {
+  std::string resp;
+  appendCommand(resp, {"PING"});
+  connection.send(resp, 1, [done = std::move(done)](RedisOutcome outcome) {
+    if (outcome.error) return done(outcome.error);
+    const redisReply* reply = outcome.replies.front().get();
+    if (isErrorReply(reply)) return done(Error(ErrorCode::ServerError, "Redis error: " + std::string(replyText(reply))));
+    done(std::nullopt);
+  });
+}
+
+namespace {
+
+class StandaloneTopology final : public RedisTopology {
+ public:
+  StandaloneTopology(Loop& loop, const TopologySettings& settings)
+      : connection_(loop, serverSettings(settings, settings.url.host, settings.url.port, settings.url.db)) {}
+
+  void execute(std::vector<KeyedCommand> commands, Deadline, std::function<void(std::vector<CommandOutcome>)> done) override {
+    executeOn(connection_, std::move(commands), std::move(done));
+  }
+  void lookup(const std::string& prefix, const std::vector<const std::string*>& ids, std::size_t chunk, Deadline,
+              std::function<void(LookupReply)> done) override {
+    lookupOn(connection_, prefix, ids, chunk, std::move(done));
+  }
+  void ping(Deadline, std::function<void(std::optional<Error>)> done) override { pingOn(connection_, std::move(done)); }
+  void onMasterConnected(std::function<void()> hook) override { connection_.onOpen(std::move(hook)); }
+  void close(const Error& error) override { connection_.close(error); }
+  void closeSilently() noexcept override { connection_.closeSilently(); }
+
+ private:
+  RedisConnection connection_;
+};
+
+}  // namespace
+
+std::unique_ptr<RedisTopology> makeTopology(Loop& loop, TopologySettings settings) {
+  switch (settings.url.kind) {
+    case RedisTopologyKind::Standalone: return std::make_unique<StandaloneTopology>(loop, settings);
+    case RedisTopologyKind::Sentinel: return makeSentinelTopology(loop, std::move(settings));
+    case RedisTopologyKind::Cluster: return makeClusterTopology(loop, std::move(settings));
+  }
+  return nullptr;
+}
+
+}  // namespace streamlock::detail
