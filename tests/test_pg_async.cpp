@@ -720,3 +720,46 @@ TEST_CASE("huge durations saturate instead of overflowing") {
   REQUIRE(outcomes.waitAll(10s));
   CHECK(outcomes.get(0).value == "3");
 }
+
+TEST_CASE("a multi-host conninfo is split into one set of keywords per host", "[unit]") {
+  using streamlock::detail::PgTargets;
+  const auto value = [](const PgTargets::Keywords& keywords, const std::string& key) -> std::optional<std::string> {
+    for (const auto& [k, v] : keywords) {
+      if (k == key) return v;
+    }
+    return std::nullopt;
+  };
+  PostgresOptions options;
+  options.conninfo =
+      "host=a,,c port=5001,5002,5003 dbname=db user=u connect_timeout=10 target_session_attrs=read-write "
+      "options='-c search_path=s'";
+  options.settings = {{"lock_timeout", "100ms"}};
+  PgTargets targets(options);
+  REQUIRE(targets.size() == 3);
+  CHECK(value(targets.keywords(0), "host") == std::optional<std::string>("a"));
+  CHECK(value(targets.keywords(0), "port") == std::optional<std::string>("5001"));
+  CHECK(value(targets.keywords(1), "host") == std::nullopt);  // an empty element: libpq's default
+  CHECK(value(targets.keywords(1), "port") == std::optional<std::string>("5002"));
+  CHECK(value(targets.keywords(2), "host") == std::optional<std::string>("c"));
+  for (std::size_t i = 0; i < 3; ++i) {
+    CHECK(value(targets.keywords(i), "connect_timeout") == std::nullopt);
+    CHECK(value(targets.keywords(i), "target_session_attrs") == std::optional<std::string>("read-write"));
+    CHECK(value(targets.keywords(i), "options") == std::optional<std::string>("-c search_path=s -c lock_timeout=100ms"));
+  }
+  CHECK(targets.label(0) == "a:5001");
+
+  const auto now = std::chrono::steady_clock::now();
+  CHECK(targets.order(now) == std::vector<std::size_t>{0, 1, 2});
+  targets.demote(0, now + 30s);
+  CHECK(targets.order(now) == std::vector<std::size_t>{1, 2, 0});
+  CHECK(targets.order(now + 31s) == std::vector<std::size_t>{0, 1, 2});
+
+  options.conninfo = "postgresql://h1:1,h2:2/db?user=u";
+  PgTargets uri(options);
+  REQUIRE(uri.size() == 2);
+  CHECK(uri.label(1) == "h2:2");
+  options.conninfo = "host=h1,h2 port=7";  // one port for every host
+  PgTargets onePort(options);
+  REQUIRE(onePort.size() == 2);
+  CHECK(value(onePort.keywords(1), "port") == std::optional<std::string>("7"));
+}
