@@ -414,10 +414,9 @@ void PgConnection::drain(std::vector<PgFinished>& finished) {
       }
       continue;
     }
-    if (raw == nullptr) {
-      if (PQstatus(conn_) == CONNECTION_BAD) return;
-      return;  // the Sync's answer has not arrived yet
-    }
+    // libpq is busy until the Sync's answer arrives, so a null here means a lost connection,
+    // which onIo() finds in PQstatus.
+    if (raw == nullptr) return;
     if (PQresultStatus(raw) == PGRES_PIPELINE_SYNC) {
       PQclear(raw);
       complete(entry, finished);
