@@ -1,19 +1,21 @@
 #include "streamlock/postgres.h"
 
 #include <libpq-fe.h>
-#include <poll.h>
+#include <pthread.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
-#include <system_error>
-#include <thread>
 #include <cstdlib>
-#include <unordered_map>
+#include <exception>
+#include <future>
+#include <mutex>
 #include <utility>
 
-#include "io.h"
-#include "pool.h"
-#include "redis/url.h"
+#include "client/delivery.h"
+#include "io/loop.h"
+#include "pg/access.h"
+#include "pg/pool.h"
 #include "streamlock/error.h"
 
 namespace streamlock {
@@ -57,284 +59,342 @@ std::uint64_t PgResult::affectedRows() const noexcept {
 namespace detail {
 namespace {
 
-struct ConnDeleter {
-  void operator()(PGconn* conn) const noexcept { PQfinish(conn); }
-};
-using ConnPtr = std::unique_ptr<PGconn, ConnDeleter>;
-
-struct ConninfoDeleter {
-  void operator()(PQconninfoOption* options) const noexcept { PQconninfoFree(options); }
-};
-
-// libpq's messages end with a newline and may span lines; logs want one line.
-std::string oneLine(const char* message) {
-  std::string out = message ? message : "";
-  while (!out.empty() && (out.back() == '\n' || out.back() == ' ')) out.pop_back();
-  for (char& c : out) {
-    if (c == '\n') c = ' ';
+void validateOptions(const PostgresOptions& options) {
+  const auto positive = [](Milliseconds value, const char* name) {
+    if (value <= Milliseconds{0}) throw Error(ErrorCode::InvalidArgument, std::string("postgres.") + name + " must be positive");
+  };
+  positive(options.connectTimeout, "connectTimeout");
+  positive(options.hostAttemptTimeout, "hostAttemptTimeout");
+  positive(options.statementTimeout, "statementTimeout");
+  if (options.acquireTimeout < Milliseconds{0}) {
+    throw Error(ErrorCode::InvalidArgument, "postgres.acquireTimeout must not be negative");
   }
-  return out;
 }
 
-// Parses the conninfo (string or URI) and returns its keywords; throws on a malformed one
-// without echoing it (it may hold a password).
-std::vector<std::pair<std::string, std::string>> parseConninfo(const std::string& conninfo) {
-  char* error = nullptr;
-  std::unique_ptr<PQconninfoOption, ConninfoDeleter> parsed(PQconninfoParse(conninfo.c_str(), &error));
-  if (!parsed) {
-    std::string why = error ? oneLine(error) : "out of memory";
-    PQfreemem(error);
-    // libpq may quote part of the string; never echo what could be a password.
-    if (why.find("password") != std::string::npos) why = "malformed";
-    std::string shown = conninfo.find("://") != std::string::npos ? " " + redactUrl(conninfo) : "";
-    throw Error(ErrorCode::InvalidArgument, "invalid PostgreSQL connection string" + shown + " (" + why + ")");
-  }
-  std::vector<std::pair<std::string, std::string>> out;
-  for (PQconninfoOption* o = parsed.get(); o->keyword != nullptr; ++o) {
-    if (o->val != nullptr) out.emplace_back(o->keyword, o->val);
-  }
-  return out;
-}
+Error shutDownError() { return Error(ErrorCode::ShutDown, "the PostgreSQL pool is closed"); }
 
-// "-c name=value" with the backslash-escaping libpq's options keyword expects for spaces.
-std::string settingArgument(const std::string& name, const std::string& value) {
-  std::string out = "-c " + name + "=";
-  for (char c : value) {
-    if (c == ' ' || c == '\\') out += '\\';
-    out += c;
-  }
-  return out;
-}
-
-class PgConnection {
+// Calls a completion exactly once: with the outcome, or with ShutDown when the last copy of it is
+// dropped uncalled (a task a stopping loop dropped). In a fork() child nothing is called.
+class Once {
  public:
-  static std::unique_ptr<PgConnection> open(const std::vector<std::pair<std::string, std::string>>& keywords,
-                                            Deadline deadline) {
-    std::vector<const char*> keys;
-    std::vector<const char*> values;
-    for (const auto& [key, value] : keywords) {
-      keys.push_back(key.c_str());
-      values.push_back(value.c_str());
-    }
-    keys.push_back(nullptr);
-    values.push_back(nullptr);
-    ConnPtr conn(PQconnectStartParams(keys.data(), values.data(), 0));
-    if (!conn) throw Error(ErrorCode::ConnectFailed, "cannot connect to PostgreSQL: out of memory");
-    if (PQstatus(conn.get()) == CONNECTION_BAD) {
-      throw Error(ErrorCode::ConnectFailed, "cannot connect to PostgreSQL: " + oneLine(PQerrorMessage(conn.get())));
-    }
-    PostgresPollingStatusType status = PGRES_POLLING_WRITING;
-    while (status != PGRES_POLLING_OK) {
-      if (status == PGRES_POLLING_FAILED) {
-        throw Error(ErrorCode::ConnectFailed, "cannot connect to PostgreSQL: " + oneLine(PQerrorMessage(conn.get())));
-      }
-      short events = status == PGRES_POLLING_READING ? POLLIN : POLLOUT;
-      if (!waitForFd(PQsocket(conn.get()), events, deadline)) {
-        throw Error(ErrorCode::Timeout, "connecting to PostgreSQL timed out");
-      }
-      status = PQconnectPoll(conn.get());
-    }
-    // Server notices (e.g. "table does not exist, skipping") are not errors; keep them off stderr.
-    PQsetNoticeProcessor(conn.get(), [](void*, const char*) {}, nullptr);
-    if (PQsetnonblocking(conn.get(), 1) != 0) {
-      throw Error(ErrorCode::ConnectFailed, "cannot make the PostgreSQL connection non-blocking");
-    }
-    return std::unique_ptr<PgConnection>(new PgConnection(std::move(conn)));
+  using Sink = std::function<void(Result<PgResult>)>;
+  Once(Sink sink, std::shared_ptr<std::atomic<bool>> abandoned)
+      : sink_(std::move(sink)), abandoned_(std::move(abandoned)) {}
+  ~Once() {
+    if (!called_.load() && !abandoned_->load()) call(shutDownError());
   }
+  Once(const Once&) = delete;
+  Once& operator=(const Once&) = delete;
 
-  bool broken() const noexcept { return broken_ || PQstatus(conn_.get()) != CONNECTION_OK; }
-  bool deadWhileIdle() const noexcept { return broken() || idleSocketIsDead(PQsocket(conn_.get())); }
-  PGconn* raw() const noexcept { return conn_.get(); }
-
-  PgResult execute(std::string_view sql, const PgParams& params, Deadline deadline, bool prepare) {
-    std::vector<const char*> values;
-    values.reserve(params.size());
-    for (const auto& p : params) values.push_back(p ? p->c_str() : nullptr);
-    int count = static_cast<int>(params.size());
-    std::string text(sql);
-
-    if (!prepare) {
-      if (!PQsendQueryParams(conn_.get(), text.c_str(), count, nullptr, values.data(), nullptr, nullptr, 0)) {
-        fail(ErrorCode::ConnectionLost);
-      }
-      return finish(deadline);
-    }
-    auto it = prepared_.find(text);
-    if (it == prepared_.end()) {
-      std::string name = "streamlock_" + std::to_string(prepared_.size() + 1);
-      if (!PQsendPrepare(conn_.get(), name.c_str(), text.c_str(), count, nullptr)) fail(ErrorCode::ConnectionLost);
-      finish(deadline);  // throws on a SQL error: nothing is cached then
-      it = prepared_.emplace(std::move(text), std::move(name)).first;
-    }
-    if (!PQsendQueryPrepared(conn_.get(), it->second.c_str(), count, values.data(), nullptr, nullptr, 0)) {
-      fail(ErrorCode::ConnectionLost);
-    }
-    return finish(deadline);
+  void operator()(Result<PgResult> outcome) noexcept {
+    if (called_.exchange(true)) return;
+    call(std::move(outcome));
   }
 
  private:
-  explicit PgConnection(ConnPtr conn) : conn_(std::move(conn)) {}
-
-  [[noreturn]] void fail(ErrorCode code) {
-    broken_ = true;
-    if (code == ErrorCode::Timeout) throw Error(code, "PostgreSQL statement timed out");
-    throw Error(code, "PostgreSQL connection failed: " + oneLine(PQerrorMessage(conn_.get())));
+  void call(Result<PgResult> outcome) noexcept {
+    try {
+      if (sink_) sink_(std::move(outcome));
+    } catch (...) {
+      // A completion that throws must not take the calling thread down.
+    }
   }
-
-  // Flushes the request and collects its results before the deadline.
-  PgResult finish(Deadline deadline) {
-    PGconn* conn = conn_.get();
-    for (;;) {
-      int flushed = PQflush(conn);
-      if (flushed == 0) break;
-      if (flushed < 0) fail(ErrorCode::ConnectionLost);
-      if (!waitForFd(PQsocket(conn), POLLOUT | POLLIN, deadline)) fail(ErrorCode::Timeout);
-      if (!PQconsumeInput(conn)) fail(ErrorCode::ConnectionLost);
-    }
-    PgResult first;
-    std::optional<Error> error;
-    bool any = false;
-    for (;;) {
-      while (PQisBusy(conn)) {
-        if (!waitForFd(PQsocket(conn), POLLIN, deadline)) fail(ErrorCode::Timeout);
-        if (!PQconsumeInput(conn)) fail(ErrorCode::ConnectionLost);
-      }
-      PGresult* raw = PQgetResult(conn);
-      if (raw == nullptr) break;
-      PgResult result(raw);
-      ExecStatusType status = PQresultStatus(raw);
-      if (status == PGRES_FATAL_ERROR && !error) {
-        const char* state = PQresultErrorField(raw, PG_DIAG_SQLSTATE);
-        const char* primary = PQresultErrorField(raw, PG_DIAG_MESSAGE_PRIMARY);
-        error.emplace(ErrorCode::ServerError, std::string("PostgreSQL error: ") + (primary ? primary : "unknown"),
-                      state ? state : "");
-      } else if (!any) {
-        first = std::move(result);
-        any = true;
-      }
-    }
-    if (PQstatus(conn) != CONNECTION_OK) broken_ = true;
-    if (error) {
-      if (broken_) throw Error(ErrorCode::ConnectionLost, error->what(), error->sqlstate());
-      throw *error;
-    }
-    if (!any) fail(ErrorCode::ConnectionLost);
-    return first;
-  }
-
-  ConnPtr conn_;
-  bool broken_ = false;
-  std::unordered_map<std::string, std::string> prepared_;  // SQL text -> statement name
+  Sink sink_;
+  std::shared_ptr<std::atomic<bool>> abandoned_;
+  std::atomic<bool> called_{false};
 };
+
+// Runs done(outcome) on the delivery (the executor or the callback thread), or inline once the
+// delivery no longer runs.
+void deliver(const std::shared_ptr<Delivery>& delivery, const Completion<Result<PgResult>>& done,
+             Result<PgResult> outcome) {
+  if (!done) return;
+  auto box = std::make_shared<Result<PgResult>>(std::move(outcome));
+  if (delivery && delivery->post([done, box] { done(std::move(*box)); })) return;
+  done(std::move(*box));
+}
+
+// fork(): the standalone pools, whose loop and callback thread the fork handlers hold still across
+// fork() so that a child finds their data consistent (and their mutexes free) when it frees them.
+struct ForkRegistry {
+  std::mutex mutex;
+  std::vector<PgPoolState*> pools;
+};
+ForkRegistry& forkRegistry() {
+  static auto* registry = new ForkRegistry;  // never destroyed: fork() may come at any time
+  return *registry;
+}
+void prepareFork() noexcept;
+void afterFork() noexcept;
 
 }  // namespace
 
 class PgPoolState {
  public:
-  PgPoolState(PostgresOptions options, Logger logger)
-      : options_(std::move(options)),
-        logger_(std::move(logger)),
-        keywords_(connectKeywords(options_)),
-        pool_(options_.poolSize, "PostgreSQL", [this](Deadline) {
-          return PgConnection::open(keywords_, deadlineIn(options_.connectTimeout));
-        }) {}
+  // Standalone: its own loop and delivery.
+  PgPoolState(PostgresOptions options, Logger logger, Executor executor)
+      : ownLoop_(std::make_unique<Loop>()),
+        loop_(*ownLoop_),
+        delivery_(std::make_shared<Delivery>(std::move(executor), logger)),
+        options_(checked(std::move(options))),
+        core_(std::make_unique<PgPoolCore>(loop_, PgPoolConfig{options_}, std::move(logger))) {
+    static std::once_flag handlers;
+    std::call_once(handlers, [] { ::pthread_atfork(prepareFork, afterFork, afterFork); });
+    std::lock_guard<std::mutex> guard(forkRegistry().mutex);
+    forkRegistry().pools.push_back(this);
+  }
 
-  PgResult execute(std::string_view sql, const PgParams& params, Milliseconds timeout) {
-    for (int attempt = 0;; ++attempt) {
-      // Retried below when a reused connection turns out lost, so the idle check may be skipped.
-      auto lease = pool_.acquire(deadlineIn(options_.acquireTimeout), Pool<PgConnection>::IdleCheck::SkipRecent);
-      try {
-        return lease->execute(sql, params, deadlineIn(timeout), options_.prepareStatements);
-      } catch (const Error& e) {
-        // A pooled connection that died while idle in a way the idle check missed fails on its
-        // first use; send once more on a fresh connection.
-        if (e.code() == ErrorCode::ConnectionLost && lease.reused() && attempt == 0) {
-          pool_.dropIdle();
-          continue;
-        }
-        if (e.code() == ErrorCode::Timeout) cancelInBackground(lease->raw());
-        throw;
-      }
+  // A Client's: its loop and delivery.
+  explicit PgPoolState(PgPoolWiring wiring)
+      : loop_(wiring.loop), delivery_(std::move(wiring.delivery)), options_(checked(std::move(wiring.options))) {
+    PgPoolConfig config{options_};
+    config.maxInFlight = wiring.maxInFlight;
+    config.stallAfter = wiring.stallAfter;
+    core_ = std::make_unique<PgPoolCore>(loop_, std::move(config), std::move(wiring.logger));
+  }
+
+  ~PgPoolState() {
+    if (ownLoop_) {
+      std::lock_guard<std::mutex> guard(forkRegistry().mutex);
+      auto& pools = forkRegistry().pools;
+      pools.erase(std::remove(pools.begin(), pools.end(), this), pools.end());
+    }
+    if (forked()) abandonAfterFork();
+    if (abandoned_->load()) return;  // memory only: the members free themselves
+    closed_ = true;
+    // A pool that never ran a statement has no I/O thread: nothing else can touch the core.
+    if (ownLoop_ && !ownLoop_->started()) {
+      core_.reset();
+      return;
+    }
+    close();
+    if (ownLoop_) {
+      ownLoop_->stop();  // joins the I/O thread
+      core_.reset();
+      delivery_->stop();  // runs the completions still queued
+    } else {
+      runOnLoop([this] { core_.reset(); });
     }
   }
 
-  Milliseconds statementTimeout() const noexcept { return options_.statementTimeout; }
-
-  // The connection of a timed-out statement is dropped, but the server would run the statement
-  // on until it next writes to the socket: ask it to cancel. PQcancel blocks until the server
-  // has processed the request (for ever, if it hangs), so it runs on a thread of its own, and
-  // only a few at a time.
-  void cancelInBackground(PGconn* conn) noexcept {
-    constexpr int kMaxCancels = 4;
-    if (cancelsInFlight_->fetch_add(1) >= kMaxCancels) {
-      --*cancelsInFlight_;
-      return;
+  PgResult execute(std::string_view sql, const PgParams& params, std::optional<Milliseconds> timeout) {
+    if (auto invalid = pgInvalidArguments(sql, params)) throw *invalid;
+    if (closed_.load() || forked()) throw shutDownError();
+    if (loop_.inLoopThread()) {
+      throw Error(ErrorCode::InvalidArgument,
+                  "the blocking PgPool::execute was called on the library's I/O thread; use the completion form");
     }
-    PGcancel* cancel = PQgetCancel(conn);
-    if (cancel == nullptr) {
-      --*cancelsInFlight_;
-      return;
-    }
+    auto promise = std::make_shared<std::promise<Result<PgResult>>>();
+    auto future = promise->get_future();
+    PgPoolCore* core = core_.get();
+    const bool posted = loop_.post([core, sql = std::string(sql), params, limits = callLimits(timeout), promise]() mutable {
+      core->execute(std::move(sql), std::move(params), limits,
+                    [promise](Result<PgResult> outcome) { promise->set_value(std::move(outcome)); });
+    });
+    if (!posted) throw shutDownError();
+    std::optional<Result<PgResult>> outcome;
     try {
-      std::thread([cancel, inFlight = cancelsInFlight_] {
-        char error[256];
-        PQcancel(cancel, error, sizeof error);
-        PQfreeCancel(cancel);
-        --*inFlight;
-      }).detach();
-    } catch (const std::system_error&) {
-      PQfreeCancel(cancel);
-      --*cancelsInFlight_;
+      outcome.emplace(future.get());
+    } catch (const std::future_error&) {
+      throw shutDownError();  // the loop stopped with the task still queued
+    }
+    return std::move(*outcome).value();
+  }
+
+  void executeAsync(std::string sql, PgParams params, Completion<Result<PgResult>> done,
+                    std::optional<Milliseconds> timeout) noexcept {
+    try {
+      auto once = std::make_shared<Once>(
+          [delivery = delivery_, done = std::move(done)](Result<PgResult> outcome) {
+            deliver(delivery, done, std::move(outcome));
+          },
+          abandoned_);
+      if (auto invalid = pgInvalidArguments(sql, params)) return (*once)(std::move(*invalid));
+      if (closed_.load() || forked()) return (*once)(shutDownError());
+      post(std::move(sql), std::move(params), callLimits(timeout), std::move(once));
+    } catch (...) {
+      // Out of memory: a Once that was made completes from its destructor.
     }
   }
-  void close() noexcept { pool_.close(); }
-  PgPool::Stats stats() const {
-    auto s = pool_.stats();
-    return {s.open, s.idle};
+
+  void executeOnLoop(std::string sql, PgParams params, StatementLimits limits, PgDone done) noexcept {
+    try {
+      auto once = std::make_shared<Once>(std::move(done), abandoned_);
+      if (closed_.load() || forked()) {
+        // On the loop, never inside this call, while it runs.
+        if (!forked() && loop_.post([once] { (*once)(shutDownError()); })) return;
+        return (*once)(shutDownError());
+      }
+      post(std::move(sql), std::move(params), limits, std::move(once));
+    } catch (...) {
+    }
+  }
+
+  void close() noexcept {
+    closed_ = true;
+    if (abandoned_->load() || forked()) return;
+    try {
+      runOnLoop([core = core_.get()] { core->close(); });
+    } catch (...) {
+    }
+  }
+
+  void abandonAfterFork() noexcept {
+    if (abandoned_->exchange(true)) return;
+    closed_ = true;
+    core_->abandonAfterFork();
+    if (ownLoop_) {
+      ownLoop_->abandonAfterFork();
+      delivery_->abandonAfterFork();
+    }
+  }
+
+  StatementLimits callLimits(std::optional<Milliseconds> timeout) const noexcept {
+    // The documented bound of a call: the pool wait, a connect, the statement (a retry included).
+    const Milliseconds statement = std::max(timeout.value_or(options_.statementTimeout), Milliseconds{0});
+    const Deadline now = Clock::now();
+    const Deadline notAfter =
+        saturatingAdd(saturatingAdd(saturatingAdd(now, options_.acquireTimeout), options_.connectTimeout), statement);
+    return core_->limits(timeout, notAfter);
+  }
+
+  StatementLimits limits(std::optional<Milliseconds> timeout, Deadline notAfter) const noexcept {
+    return core_->limits(timeout, notAfter);
+  }
+
+  PgPool::Stats stats() const noexcept {
+    const auto s = core_->stats();
+    PgPool::Stats out;
+    out.open = s.open;
+    out.idle = s.idle;
+    out.inUse = s.inUse;
+    out.capacity = s.capacity;
+    return out;
+  }
+
+  PgPoolCore& core() noexcept { return *core_; }
+
+  // fork() handlers (standalone pools only).
+  void lockForFork() noexcept {
+    if (loop_.inLoopThread()) return;  // fork() on the loop thread itself: its data is its own
+    loop_.workMutex().lock();
+    loop_.postMutex().lock();
+    delivery_->queueMutex().lock();
+    heldForFork_ = true;
+  }
+  void unlockAfterFork() noexcept {
+    if (!heldForFork_) return;
+    heldForFork_ = false;
+    delivery_->queueMutex().unlock();
+    loop_.postMutex().unlock();
+    loop_.workMutex().unlock();
   }
 
  private:
-  // The conninfo's keywords plus the session settings, without libpq's whole-second
-  // connect_timeout (the pool enforces its own deadline).
-  static std::vector<std::pair<std::string, std::string>> connectKeywords(const PostgresOptions& options) {
-    auto keywords = parseConninfo(options.conninfo);
-    std::string settings;
-    for (const auto& [key, value] : keywords) {
-      if (key == "options") settings = value;
-    }
-    for (const auto& [name, value] : options.settings) {
-      if (!settings.empty()) settings += ' ';
-      settings += settingArgument(name, value);
-    }
-    keywords.erase(std::remove_if(keywords.begin(), keywords.end(),
-                                  [](const auto& kv) { return kv.first == "connect_timeout" || kv.first == "options"; }),
-                   keywords.end());
-    if (!settings.empty()) keywords.emplace_back("options", settings);
-    return keywords;
+  static PostgresOptions checked(PostgresOptions options) {
+    validateOptions(options);
+    return options;
   }
 
-  PostgresOptions options_;
-  Logger logger_;
-  std::vector<std::pair<std::string, std::string>> keywords_;
-  Pool<PgConnection> pool_;
-  std::shared_ptr<std::atomic<int>> cancelsInFlight_ = std::make_shared<std::atomic<int>>(0);
+  bool forked() const noexcept { return ::getpid() != pid_; }
+
+  void post(std::string sql, PgParams params, StatementLimits limits, std::shared_ptr<Once> once) {
+    PgPoolCore* core = core_.get();
+    const bool posted = loop_.post([core, sql = std::move(sql), params = std::move(params), limits, once]() mutable {
+      core->execute(std::move(sql), std::move(params), limits, [once](Result<PgResult> outcome) {
+        (*once)(std::move(outcome));
+      });
+    });
+    if (!posted) (*once)(shutDownError());
+  }
+
+  // Runs task on the loop thread and waits for it; inline when already there, or when the loop no
+  // longer runs (stopped, or stopping with the task dropped).
+  void runOnLoop(const std::function<void()>& task) {
+    if (loop_.inLoopThread()) {
+      task();
+      return;
+    }
+    auto ran = std::make_shared<std::promise<void>>();
+    auto future = ran->get_future();
+    if (loop_.post([&task, ran] {
+          task();
+          ran->set_value();
+        })) {
+      try {
+        future.get();
+        return;
+      } catch (const std::future_error&) {
+        // Dropped by a stopping loop, whose thread is joined by now.
+      }
+    }
+    task();
+  }
+
+  const std::unique_ptr<Loop> ownLoop_;
+  Loop& loop_;
+  const std::shared_ptr<Delivery> delivery_;
+  const PostgresOptions options_;
+  std::unique_ptr<PgPoolCore> core_;
+  std::atomic<bool> closed_{false};
+  const std::shared_ptr<std::atomic<bool>> abandoned_ = std::make_shared<std::atomic<bool>>(false);
+  const pid_t pid_ = ::getpid();
+  bool heldForFork_ = false;
 };
+
+namespace {
+
+void prepareFork() noexcept {
+  ForkRegistry& registry = forkRegistry();
+  registry.mutex.lock();
+  for (PgPoolState* pool : registry.pools) pool->lockForFork();
+}
+
+void afterFork() noexcept {
+  ForkRegistry& registry = forkRegistry();
+  for (auto it = registry.pools.rbegin(); it != registry.pools.rend(); ++it) (*it)->unlockAfterFork();
+  registry.mutex.unlock();
+}
+
+}  // namespace
+
+std::unique_ptr<PgPool> PgPoolAccess::make(PgPoolWiring wiring) {
+  return std::unique_ptr<PgPool>(new PgPool(std::make_unique<PgPoolState>(std::move(wiring))));
+}
+
+StatementLimits PgPoolAccess::limits(const PgPool& pool, std::optional<Milliseconds> timeout,
+                                     Deadline notAfter) noexcept {
+  return pool.state_->limits(timeout, notAfter);
+}
+
+void PgPoolAccess::execute(PgPool& pool, std::string sql, PgParams params, StatementLimits limits,
+                           PgDone done) noexcept {
+  pool.state_->executeOnLoop(std::move(sql), std::move(params), limits, std::move(done));
+}
+
+PgPoolCore& PgPoolAccess::core(PgPool& pool) noexcept { return pool.state_->core(); }
+
+void PgPoolAccess::abandonAfterFork(PgPool& pool) noexcept { pool.state_->abandonAfterFork(); }
 
 }  // namespace detail
 
 PgPool::PgPool(PostgresOptions options, Logger logger)
-    : state_(std::make_unique<detail::PgPoolState>(std::move(options), std::move(logger))) {}
+    : state_(std::make_unique<detail::PgPoolState>(std::move(options), std::move(logger), Executor{})) {}
 
-PgPool::~PgPool() { state_->close(); }
+PgPool::PgPool(PostgresOptions options, Logger logger, Executor executor)
+    : state_(std::make_unique<detail::PgPoolState>(std::move(options), std::move(logger), std::move(executor))) {}
+
+PgPool::PgPool(std::unique_ptr<detail::PgPoolState> state) : state_(std::move(state)) {}
+
+PgPool::~PgPool() = default;
 
 PgResult PgPool::execute(std::string_view sql, const PgParams& params, std::optional<Milliseconds> timeout) {
-  // libpq takes text parameters as C strings: a NUL would silently cut the value.
-  for (const auto& p : params) {
-    if (p && p->find('\0') != std::string::npos) {
-      throw Error(ErrorCode::InvalidArgument, "a statement parameter contains a NUL byte");
-    }
-  }
-  return state_->execute(sql, params, timeout.value_or(state_->statementTimeout()));
+  return state_->execute(sql, params, timeout);
+}
+
+void PgPool::execute(std::string sql, PgParams params, Completion<Result<PgResult>> done,
+                     std::optional<Milliseconds> timeout) noexcept {
+  state_->executeAsync(std::move(sql), std::move(params), std::move(done), timeout);
 }
 
 void PgPool::close() noexcept { state_->close(); }

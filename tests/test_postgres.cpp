@@ -2,11 +2,6 @@
 // reconnecting after the server killed a connection, the pool bound, and bad conninfo.
 #include <catch2/catch.hpp>
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <unistd.h>
-
 #include <chrono>
 #include <future>
 #include <optional>
@@ -14,6 +9,7 @@
 
 #include "capture_log.h"
 #include "env.h"
+#include "net_faults.h"
 #include "pg.h"
 #include "streamlock/error.h"
 #include "streamlock/postgres.h"
@@ -45,31 +41,6 @@ std::optional<Error> errorOf(Fn&& fn) {
   FAIL("no streamlock::Error thrown");
   return std::nullopt;
 }
-
-// A TCP listener that accepts connections into its backlog and never answers.
-class SilentListener {
- public:
-  SilentListener() : fd_(::socket(AF_INET, SOCK_STREAM, 0)) {
-    sockaddr_in address{};
-    address.sin_family = AF_INET;
-    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t length = sizeof address;
-    auto* generic = reinterpret_cast<sockaddr*>(&address);
-    REQUIRE(fd_ >= 0);
-    REQUIRE(::bind(fd_, generic, length) == 0);
-    REQUIRE(::listen(fd_, 16) == 0);
-    REQUIRE(::getsockname(fd_, generic, &length) == 0);
-    port_ = ntohs(address.sin_port);
-  }
-  ~SilentListener() { ::close(fd_); }
-  SilentListener(const SilentListener&) = delete;
-  SilentListener& operator=(const SilentListener&) = delete;
-  int port() const { return port_; }
-
- private:
-  int fd_;
-  int port_ = 0;
-};
 
 }  // namespace
 
@@ -253,7 +224,7 @@ TEST_CASE("a closed port is ConnectFailed at first use, quickly") {
 }
 
 TEST_CASE("a server that never answers the startup is bounded by connectTimeout") {
-  SilentListener silent;
+  test::SilentListener silent;
   test::CapturedLog log;
   PostgresOptions options;
   options.conninfo = "host=127.0.0.1 port=" + std::to_string(silent.port()) + " dbname=x user=x";

@@ -48,8 +48,14 @@ struct PostgresOptions {
   // A libpq conninfo string or URI. Empty: no database; repair is disabled.
   std::string conninfo;
   std::size_t poolSize = 8;
-  // Sub-second connect deadlines are honoured (libpq's own connect_timeout is not used).
+  // Opening one connection, all hosts of a multi-host conninfo included. Sub-second deadlines are
+  // honoured (libpq's own connect_timeout is not used).
   Milliseconds connectTimeout{2000};
+  // Multi-host conninfo (host=a,b port=p,q, or postgresql://a:p,b:q/db): the hosts are tried one at
+  // a time, in order, each attempt bounded by this (the last host left to try gets the rest of
+  // connectTimeout). A host whose attempt timed out is tried last for the next 30 s, so a first
+  // host that accepts TCP and never answers costs one attempt, not every connect.
+  Milliseconds hostAttemptTimeout{500};
   // Client-side deadline of a statement when the caller gives none; on expiry its connection is
   // dropped. This also catches a hung server, which server-side timeouts cannot.
   Milliseconds statementTimeout{5000};

@@ -6,7 +6,7 @@
 
 #include "client/fork.h"
 #include "client/options.h"
-#include "client/pg_bridge.h"
+#include "pg/access.h"
 #include "client/waiter.h"
 #include "redis/resp.h"
 #include "streamlock/error.h"
@@ -91,14 +91,14 @@ ClientCore::ClientCore(Options options)
       releaseSha_(sha1Hex(protocol::kReleaseScript)) {
   if (redisUrl_ && redisUrl_->tls) tls_ = TlsContext::create(tlsSettings(options_.redis.tls));
   if (!options_.postgres.conninfo.empty()) {
-    postgres_ = makeClientPgPool(loop_, delivery_, options_.postgres, logger_);
+    postgres_ = PgPoolAccess::make(PgPoolWiring{loop_, delivery_, options_.postgres, logger_});
     // Repairs get sessions whose server-side timeouts abort a statement blocked on a row lock.
     PostgresOptions repair = options_.postgres;
     repair.poolSize = options_.repair.poolSize;
     repair.acquireTimeout = options_.repair.lockTimeout;
     repair.settings.emplace_back("lock_timeout", std::to_string(options_.repair.lockTimeout.count()) + "ms");
     repair.settings.emplace_back("statement_timeout", std::to_string(options_.repair.statementTimeout.count()) + "ms");
-    repairPostgres_ = makeClientPgPool(loop_, delivery_, std::move(repair), logger_);
+    repairPostgres_ = PgPoolAccess::make(PgPoolWiring{loop_, delivery_, std::move(repair), logger_});
   }
   ForkRegistry::add(this);
 }
@@ -205,8 +205,9 @@ void ClientCore::shutdownOnLoop(std::function<void()> done) {
   }
   auto step = std::make_shared<ShutdownStep>();
   step->finish = [this, done = std::move(done)] {
-    if (postgres_) postgres_->close();
-    if (repairPostgres_) repairPostgres_->close();
+    // Statements in flight fail with ShutDown (their callers return), connections end.
+    if (postgres_) PgPoolAccess::core(*postgres_).close();
+    if (repairPostgres_) PgPoolAccess::core(*repairPostgres_).close();
     // Fails whatever is still queued on it (a release, a PING...), so that every caller returns.
     if (redis_) redis_->close(Error(ErrorCode::ShutDown, "the client is shut down"));
     cleanups_.clear();
@@ -259,8 +260,8 @@ void ClientCore::abandonAfterFork() noexcept {
   loop_.abandonAfterFork();
   delivery_->abandonAfterFork();
   if (redis_) redis_->closeSilently();
-  if (postgres_) abandonPgPoolAfterFork(*postgres_);
-  if (repairPostgres_) abandonPgPoolAfterFork(*repairPostgres_);
+  if (postgres_) PgPoolAccess::abandonAfterFork(*postgres_);
+  if (repairPostgres_) PgPoolAccess::abandonAfterFork(*repairPostgres_);
   inFlight_.clear();
   heartbeats_.clear();
   dueHeartbeats_.clear();

@@ -1,7 +1,7 @@
 // The repair of stale markers (one compare-and-clear statement for a whole batch, bounded as a
 // whole by repair.lockTimeout + repair.statementTimeout) and the writer's marker statements.
 #include "client/core.h"
-#include "client/pg_bridge.h"
+#include "pg/access.h"
 
 namespace streamlock::detail {
 namespace {
@@ -84,7 +84,7 @@ void ClientCore::runRepair(std::vector<StaleMarker> markers, Deadline deadline,
   };
   auto params = protocol::repairParameters(markers);
   auto update = [this, params, limits, finish](const std::string& sql) {
-    executeOnLoop(loop_, *repairPostgres_, sql, params, limits, [finish](Result<PgResult> result) {
+    PgPoolAccess::execute(*repairPostgres_, sql, params, limits, [finish](Result<PgResult> result) {
       if (!result) return finish(*result.error());
       finish(result.value().affectedRows());
     });
@@ -96,7 +96,7 @@ void ClientCore::runRepair(std::vector<StaleMarker> markers, Deadline deadline,
   // The first repair looks the column types up, so that the arrays are cast to them and the id
   // comparison can use the table's index whatever its type.
   const protocol::Statement columns = protocol::columnTypesQuery(options_.repair);
-  executeOnLoop(loop_, *repairPostgres_, columns.sql, columns.params, limits,
+  PgPoolAccess::execute(*repairPostgres_, columns.sql, columns.params, limits,
                 [this, update, finish](Result<PgResult> result) {
                   if (!result) return finish(*result.error());
                   const PgResult& rows = result.value();
@@ -131,9 +131,7 @@ void ClientCore::updateMarker(std::string chatId, std::optional<std::string> str
   if (!usable()) return done(Error(ErrorCode::ShutDown, "the client is shut down"));
   protocol::Statement statement = streamId ? protocol::writeMarkerStatement(options_.repair, chatId, *streamId)
                                            : protocol::clearMarkerStatement(options_.repair, chatId, expected);
-  StatementLimits limits;
-  limits.acquireBy = deadlineIn(options_.postgres.acquireTimeout);
-  limits.timeout = options_.postgres.statementTimeout;
+  const StatementLimits limits = PgPoolAccess::limits(*postgres_, std::nullopt);
   auto shared = std::make_shared<std::pair<protocol::Statement, std::function<void(Result<bool>)>>>(
       std::move(statement), std::move(done));
   const bool posted = onLoop([this, shared, limits] {
@@ -141,7 +139,7 @@ void ClientCore::updateMarker(std::string chatId, std::optional<std::string> str
     if (closing_) return finish(Error(ErrorCode::ShutDown, "the client is shut down"));
     auto operation = std::make_shared<StatementOperation<bool>>(std::move(finish));
     operation->key = started(operation);
-    executeOnLoop(loop_, *postgres_, std::move(toRun.sql), std::move(toRun.params), limits,
+    PgPoolAccess::execute(*postgres_, std::move(toRun.sql), std::move(toRun.params), limits,
                   [this, operation](Result<PgResult> result) {
                     Result<bool> changed = result ? Result<bool>(result.value().affectedRows() > 0)
                                                   : Result<bool>(*result.error());
