@@ -132,6 +132,7 @@ void ClientState::countRedisFailure(const Error& error) noexcept {
 
 LookupStatus ClientState::lookup(const std::vector<const std::string*>& chatIds,
                                 std::vector<std::string>& owners) noexcept {
+  const LatencyTimer timer(lookupLatency_);
   owners.clear();
   if (chatIds.empty()) {
     bump(counters_.lookupsVerified);
@@ -303,7 +304,14 @@ RedisStatus ClientState::redisStatus() noexcept {
   status.mode = RedisStatus::Mode::Unknown;
   Deadline now = Clock::now();
   status.breaker = breaker_.state(now);
-  if (status.breaker == BreakerState::Open || shutDown_) return status;
+  if (status.breaker == BreakerState::Open) {
+    status.detail = "the circuit breaker is open after failed lookups";
+    return status;
+  }
+  if (shutDown_) {
+    status.detail = "the client is shut down";
+    return status;
+  }
   try {
     Deadline deadline = now + options_.redis.lookupDeadline;
     auto lease = redis_->acquire(deadline);
@@ -312,6 +320,11 @@ RedisStatus ClientState::redisStatus() noexcept {
     status.mode = RedisStatus::Mode::Verified;
   } catch (const std::exception& e) {
     log(LogLevel::Debug, "Redis health check failed: {}", e.what());
+    try {
+      status.detail = e.what();  // the library's messages never contain a password
+    } catch (...) {
+      // Out of memory: the mode still says unknown.
+    }
   }
   return status;
 }

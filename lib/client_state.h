@@ -16,6 +16,7 @@
 
 #include "breaker.h"
 #include "io.h"
+#include "latency.h"
 #include "redis_pool.h"
 #include "redis_url.h"
 #include "streamlock/client.h"
@@ -112,6 +113,9 @@ class ClientState {
                                                  OwnershipLostCallback onLost, Deadline acquiredAt);
   void shutdown() noexcept;
 
+  // Locks acquired and not yet released (metrics.cpp).
+  std::size_t locksHeld();
+
   const Options options_;
   const Logger logger_;
   const std::optional<RedisUrl> redisUrl_;
@@ -121,6 +125,8 @@ class ClientState {
   PendingStreams pending_;
   Breaker breaker_;
   AtomicCounters counters_;
+  LatencyRecorder lookupLatency_;  // every lookup() (client.cpp)
+  LatencyRecorder repairLatency_;  // every repair() with markers (repair.cpp)
   std::atomic<bool> shutDown_{false};
   Script extendScript_;
   Script releaseScript_;

@@ -68,6 +68,7 @@ std::string ClientState::repairStatement() {
 RepairResult ClientState::repair(const std::vector<StaleMarker>& markers) noexcept {
   RepairResult out;
   if (markers.empty()) return out;
+  const LatencyTimer timer(repairLatency_);
   try {
     if (!repairPostgres_) throw Error(ErrorCode::InvalidArgument, "repair needs PostgreSQL (postgres.conninfo is empty)");
     if (shutDown_) throw Error(ErrorCode::ShutDown, "the client is shut down");

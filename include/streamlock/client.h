@@ -20,6 +20,8 @@ class ClientState;
 struct HeartbeatEntry;
 }  // namespace detail
 
+struct Metrics;  // streamlock/metrics.h
+
 // Monotonic counters since the Client was created.
 struct Counters {
   std::uint64_t lookupsVerified = 0;      // lookups answered by Redis (empty input included)
@@ -46,6 +48,9 @@ struct RedisStatus {
   enum class Mode { Disabled, Verified, Unknown };
   Mode mode = Mode::Disabled;
   BreakerState breaker = BreakerState::Closed;
+  // Why the mode is unknown (e.g. "cannot connect to Redis at 127.0.0.1:6390: Connection refused",
+  // or the breaker being open); empty otherwise. Never contains a password.
+  std::string detail;
 };
 
 const char* toString(RedisStatus::Mode mode) noexcept;
@@ -174,6 +179,10 @@ class Client {
   // The PostgreSQL pool, or nullptr when no conninfo was given.
   PgPool* postgres() noexcept;
   Counters counters() const noexcept;
+  // The counters, gauges (locks held, pool connections) and latency histograms, for any metrics
+  // library to export; see streamlock/metrics.h, which defines Metrics. Thread-safe; never touches
+  // the network (a few short mutex holds).
+  Metrics metrics() const noexcept;
   BreakerState breakerState() const noexcept;
   const Options& options() const noexcept;
 

@@ -4,6 +4,7 @@
 #include "streamlock/client.h"
 #include "streamlock/error.h"
 #include "streamlock/log.h"
+#include "streamlock/metrics.h"
 #include "streamlock/options.h"
 #include "streamlock/pending_streams.h"
 #include "streamlock/postgres.h"
