@@ -29,28 +29,6 @@ inline std::string environmentName(std::string_view flag) {
   return name;
 }
 
-// The arguments that the STREAMLOCK_* variables stand for, to read before the command line so
-// that a flag given there wins: "--flag=value" for a value flag whose variable is set and not
-// empty, "--switch" for a switch whose variable is 1, true, yes or on (0, false, no, off: nothing).
-// Returns false, with `error` naming the variable, for any other switch value.
-inline bool flagsFromEnvironment(const std::vector<FlagSpec>& specs, const EnvLookup& env,
-                                 std::vector<std::string>& args, std::string& error) {
-  for (const auto& spec : specs) {
-    const std::string name = environmentName(spec.flag);
-    const std::string value = env(name.c_str());
-    if (value.empty()) continue;
-    if (spec.takesValue) {
-      args.push_back(std::string(spec.flag) + "=" + value);
-    } else if (value == "1" || value == "true" || value == "yes" || value == "on") {
-      args.emplace_back(spec.flag);
-    } else if (!(value == "0" || value == "false" || value == "no" || value == "off")) {
-      error = name + " wants 1 or 0";
-      return false;
-    }
-  }
-  return true;
-}
-
 // The "Environment" section of a --help text: each flag's variable.
 inline std::string environmentHelp(const std::vector<FlagSpec>& specs) {
   std::string text = "Environment: every flag can also be set by a variable; a flag on the command line wins.\n";
@@ -113,5 +91,38 @@ class FlagReader {
   std::string_view value_;
   bool inlineValue_ = false;
 };
+
+// The arguments that the STREAMLOCK_* variables stand for, for the flags that the command line
+// (argc, argv) does not give: "--flag=value" for a value flag whose variable is set and not empty,
+// "--switch" for a switch whose variable is 1, true, yes or on (0, false, no, off: nothing).
+// Returns false, with `error` naming the variable, for any other switch value.
+inline bool flagsFromEnvironment(const std::vector<FlagSpec>& specs, const EnvLookup& env, int argc,
+                                 const char* const* argv, std::vector<std::string>& args, std::string& error) {
+  // The flags on the command line win: their variables are not read at all.
+  std::vector<std::string_view> given;
+  FlagReader commandLine(argc, argv);
+  while (commandLine.next()) {
+    given.push_back(commandLine.name());
+    const auto spec = std::find_if(specs.begin(), specs.end(),
+                                   [&](const FlagSpec& s) { return s.flag == commandLine.name(); });
+    std::string_view skipped;
+    if (spec != specs.end() && spec->takesValue) commandLine.takeValue(skipped);
+  }
+  for (const auto& spec : specs) {
+    if (std::find(given.begin(), given.end(), spec.flag) != given.end()) continue;
+    const std::string name = environmentName(spec.flag);
+    const std::string value = env(name.c_str());
+    if (value.empty()) continue;
+    if (spec.takesValue) {
+      args.push_back(std::string(spec.flag) + "=" + value);
+    } else if (value == "1" || value == "true" || value == "yes" || value == "on") {
+      args.emplace_back(spec.flag);
+    } else if (!(value == "0" || value == "false" || value == "no" || value == "off")) {
+      error = name + " wants 1 or 0";
+      return false;
+    }
+  }
+  return true;
+}
 
 }  // namespace examples

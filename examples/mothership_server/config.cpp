@@ -87,7 +87,7 @@ ParsedFlags parseFlags(int argc, const char* const* argv, const EnvLookup& env) 
 
   std::vector<std::string> fromEnvironment;
   std::string environmentError;
-  if (!examples::flagsFromEnvironment(kEnvironmentFlags, env, fromEnvironment, environmentError)) {
+  if (!examples::flagsFromEnvironment(kEnvironmentFlags, env, argc, argv, fromEnvironment, environmentError)) {
     return FlagError{environmentError};
   }
   examples::FlagReader flags(argc, argv, std::move(fromEnvironment));

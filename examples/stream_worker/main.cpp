@@ -127,7 +127,7 @@ std::optional<WorkerConfig> parseFlags(int argc, char** argv, int* exitCode) {
   *exitCode = kUsage;
   std::vector<std::string> fromEnvironment;
   std::string environmentError;
-  if (!examples::flagsFromEnvironment(kEnvironmentFlags, environment, fromEnvironment, environmentError)) {
+  if (!examples::flagsFromEnvironment(kEnvironmentFlags, environment, argc, argv, fromEnvironment, environmentError)) {
     complain("bad_flag", environmentError + " (see --help)");
     return std::nullopt;
   }
