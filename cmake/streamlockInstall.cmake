@@ -1,5 +1,6 @@
 # Install and export rules: the library, its public headers (with the generated version.h), a CMake
-# package (streamlockConfig.cmake + version file + targets) and a pkg-config file.
+# package (streamlockConfig.cmake + version file + targets) and a pkg-config file. (The examples'
+# programs install from examples/CMakeLists.txt.)
 # Included by the top-level CMakeLists.txt when STREAMLOCK_INSTALL is on.
 include_guard(GLOBAL)
 
@@ -33,13 +34,12 @@ install(FILES "${PROJECT_BINARY_DIR}/include/streamlock/version.h"
 
 # The C libraries are PRIVATE dependencies: a consumer of the shared library never sees them,
 # a consumer of the static one links them. The package config looks for them only in that case.
-get_target_property(_streamlock_type streamlock TYPE)
-if(_streamlock_type STREQUAL "STATIC_LIBRARY")
+get_target_property(STREAMLOCK_LIBRARY_TYPE streamlock TYPE)  # STATIC_LIBRARY or SHARED_LIBRARY
+if(STREAMLOCK_LIBRARY_TYPE STREQUAL "STATIC_LIBRARY")
   set(STREAMLOCK_PACKAGE_STATIC ON)
 else()
   set(STREAMLOCK_PACKAGE_STATIC OFF)
 endif()
-unset(_streamlock_type)
 
 set(_streamlock_package_dir "${PROJECT_BINARY_DIR}/streamlock-package")
 configure_package_config_file(
@@ -93,6 +93,19 @@ else()
 endif()
 _streamlock_pc_path(STREAMLOCK_PC_LIBDIR "${CMAKE_INSTALL_LIBDIR}")
 _streamlock_pc_path(STREAMLOCK_PC_INCLUDEDIR "${CMAKE_INSTALL_INCLUDEDIR}")
+
+# `pkg-config --cflags --libs streamlock` links as printed. The public headers need neither hiredis
+# nor libpq nor fmt, so no Cflags of theirs. A shared streamlock links them itself; a static one
+# needs them on the consumer's link line, in Libs: Libs.private and Requires.private are read only
+# with --static, and with --static Debian's libpq.pc asks for libpgcommon and libpgport, which it
+# does not ship. They are -l flags rather than Requires, which would add their include
+# directories (-I/usr/include/hiredis -I/usr/include/postgresql) to Cflags. The libraries sit in the
+# linker's default directories on Debian.
+if(STREAMLOCK_PACKAGE_STATIC)
+  set(STREAMLOCK_PC_LIBS " -lhiredis -lpq -lfmt -pthread")
+else()
+  set(STREAMLOCK_PC_LIBS " -pthread")
+endif()
 
 configure_file("${PROJECT_SOURCE_DIR}/cmake/streamlock.pc.in"
   "${_streamlock_package_dir}/streamlock.pc" @ONLY)

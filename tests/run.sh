@@ -36,7 +36,7 @@ set -euo pipefail
 PACKAGES=(
   build-essential cmake pkg-config procps
   libhiredis-dev libpq-dev libssl-dev openssl libfmt-dev catch2 libcpp-httplib-dev nlohmann-json3-dev
-  redis-server postgresql postgresql-contrib chromium
+  redis-server postgresql postgresql-contrib chromium doxygen
 )
 # What --fuzz needs on top: clang and its runtimes (libFuzzer, ASan, UBSan).
 FUZZ_PACKAGES=(clang libclang-rt-dev)

@@ -5,6 +5,8 @@
 #include <charconv>
 #include <string_view>
 #include <system_error>
+#include <utility>
+#include <vector>
 
 namespace mothership {
 namespace {
@@ -38,14 +40,24 @@ bool parseListen(std::string_view text, ServerConfig& config) {
   return true;
 }
 
+// The flags that STREAMLOCK_* variables can set (all but --help and --version).
+const std::vector<examples::FlagSpec> kEnvironmentFlags{
+    {"--listen", true},         {"--database-url", true},     {"--redis-url", true},
+    {"--redis-tls-ca", true},   {"--redis-tls-cert", true},   {"--redis-tls-key", true},
+    {"--threads", true},        {"--pg-pool-size", true},     {"--redis-timeout-ms", true},
+    {"--pg-timeout-ms", true},  {"--lock-ttl-s", true},       {"--seed-demo", false},
+    {"--log-format", true},
+};
+
 }  // namespace
 
-const char* usage() noexcept {
-  return R"(Usage: mothership_server [flags]
+std::string usage() {
+  return std::string(R"(Usage: mothership_server [flags]
 
 Serves the mothership chat API with active-stream markers reconciled against Redis locks.
 
-  --listen HOST:PORT        where to listen (default 127.0.0.1:8080; port 0 picks a free one)
+  --listen HOST:PORT        where to listen (default 127.0.0.1:8080; port 0 picks a free one);
+                            an address in use is refused
   --database-url URL        PostgreSQL URL or conninfo (default: $DATABASE_URL); required
   --redis-url URL           redis://[user:password@]host[:port][/db], or rediss://... for TLS
                             (default: $REDIS_URL); without one, lookups answer "unknown" from
@@ -60,7 +72,13 @@ Serves the mothership chat API with active-stream markers reconciled against Red
   --pg-timeout-ms N         deadline of one PostgreSQL statement (default 5000)
   --lock-ttl-s N            stream-lock TTL in seconds (default 60)
   --seed-demo               insert a demo user, workspace and chats, and print a bearer token
+                            (text logs only: JSON lines never carry a token)
+  --log-format text|json    log lines as text (default) or one JSON object each
+  --version                 print the version
   --help                    show this text
+
+)") + examples::environmentHelp(kEnvironmentFlags) +
+         R"(  DATABASE_URL, REDIS_URL      read when neither the flag nor its STREAMLOCK_ variable is set
 
 Routes: GET /  GET /healthz  GET /metrics
         GET /api/mothership/chats?workspaceId=W[&scope=active|archived]
@@ -73,22 +91,31 @@ ParsedFlags parseFlags(int argc, const char* const* argv, const EnvLookup& env) 
   config.databaseUrl = env("DATABASE_URL");
   config.redisUrl = env("REDIS_URL");
 
-  examples::FlagReader flags(argc, argv);
+  std::vector<std::string> fromEnvironment;
+  std::string environmentError;
+  if (!examples::flagsFromEnvironment(kEnvironmentFlags, env, argc, argv, fromEnvironment, environmentError)) {
+    return FlagError{environmentError};
+  }
+  examples::FlagReader flags(argc, argv, std::move(fromEnvironment));
   while (flags.next()) {
     const std::string_view arg = flags.name();
     const bool hasValue = flags.hasInlineValue();
     std::string_view value;
     auto takeValue = [&] { return flags.takeValue(value); };
-    auto missing = [&] { return FlagError{std::string(arg) + " needs a value"}; };
-    auto invalid = [&] { return FlagError{"invalid value for " + std::string(arg)}; };
+    auto missing = [&] { return FlagError{flags.source() + " needs a value", config.logFormat}; };
+    auto invalid = [&] { return FlagError{"invalid value for " + flags.source(), config.logFormat}; };
 
     if (arg == "--help" || arg == "-h") return ShowHelp{};
+    if (arg == "--version") return ShowVersion{};
     if (arg == "--seed-demo") {
-      if (hasValue) return FlagError{"--seed-demo takes no value"};
+      if (hasValue) return FlagError{"--seed-demo takes no value", config.logFormat};
       config.seedDemo = true;
+    } else if (arg == "--log-format") {
+      if (!takeValue()) return missing();
+      if (!examples::parseLogFormat(value, config.logFormat)) return invalid();
     } else if (arg == "--listen") {
       if (!takeValue()) return missing();
-      if (!parseListen(value, config)) return FlagError{"--listen wants HOST:PORT"};
+      if (!parseListen(value, config)) return FlagError{flags.source() + " wants HOST:PORT", config.logFormat};
     } else if (arg == "--database-url") {
       if (!takeValue()) return missing();
       config.databaseUrl = std::string(value);
@@ -126,13 +153,20 @@ ParsedFlags parseFlags(int argc, const char* const* argv, const EnvLookup& env) 
       if (!parseNumber(value, seconds) || seconds <= 0 || seconds > 86400) return invalid();
       config.lockTtl = std::chrono::seconds{seconds};
     } else {
-      return FlagError{"unknown flag " + std::string(arg)};
+      return FlagError{"unknown flag " + std::string(arg), config.logFormat};
     }
   }
 
-  if (config.databaseUrl.empty()) return FlagError{"no database: give --database-url or set DATABASE_URL"};
+  if (config.databaseUrl.empty()) {
+    return FlagError{"no database: give --database-url or set STREAMLOCK_DATABASE_URL or DATABASE_URL",
+                     config.logFormat};
+  }
+  if (config.seedDemo && config.logFormat == examples::LogFormat::Json) {
+    return FlagError{"--seed-demo prints a bearer token, which JSON log lines never carry: use --log-format text",
+                     config.logFormat};
+  }
   if (config.redisTlsCert.empty() != config.redisTlsKey.empty()) {
-    return FlagError{"--redis-tls-cert and --redis-tls-key go together"};
+    return FlagError{"--redis-tls-cert and --redis-tls-key go together", config.logFormat};
   }
   if (config.pgPoolSize == 0) config.pgPoolSize = config.threads < 16 ? config.threads : 16;
   return config;

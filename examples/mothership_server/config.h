@@ -6,14 +6,17 @@
 #include <string>
 #include <variant>
 
+#include "flags.h"
+#include "log.h"
+
 namespace mothership {
 
 // Everything the command line and the environment decide.
 struct ServerConfig {
   std::string host = "127.0.0.1";
   int port = 8080;                    // 0: any free port (the bound port is printed)
-  std::string databaseUrl;            // --database-url, else $DATABASE_URL; required
-  std::string redisUrl;               // --redis-url, else $REDIS_URL; empty: Redis disabled
+  std::string databaseUrl;            // --database-url, else $STREAMLOCK_DATABASE_URL, else $DATABASE_URL; required
+  std::string redisUrl;               // --redis-url, else $STREAMLOCK_REDIS_URL, else $REDIS_URL; empty: disabled
   std::string redisTlsCa;             // --redis-tls-ca: PEM CA file for rediss:// (empty: system store)
   std::string redisTlsCert;           // --redis-tls-cert / --redis-tls-key: client certificate
   std::string redisTlsKey;
@@ -23,20 +26,24 @@ struct ServerConfig {
   std::chrono::milliseconds pgTimeout{5000};    // client-side deadline of one SQL statement
   std::chrono::seconds lockTtl{60};
   bool seedDemo = false;
+  examples::LogFormat logFormat = examples::LogFormat::Text;
 };
 
 struct ShowHelp {};
+struct ShowVersion {};
 struct FlagError {
   std::string message;
+  examples::LogFormat logFormat = examples::LogFormat::Text;  // as far as it was read, to report the error
 };
 
-using ParsedFlags = std::variant<ServerConfig, ShowHelp, FlagError>;
+using ParsedFlags = std::variant<ServerConfig, ShowHelp, ShowVersion, FlagError>;
 
-// Reads an environment variable; empty when unset. Injected so that parsing stays testable.
-using EnvLookup = std::function<std::string(const char* name)>;
+using examples::EnvLookup;
 
+// The command line, after the STREAMLOCK_* variables of env (a flag given on the command line wins).
 ParsedFlags parseFlags(int argc, const char* const* argv, const EnvLookup& env);
 
-const char* usage() noexcept;
+// The --help text, with the environment variables.
+std::string usage();
 
 }  // namespace mothership

@@ -3,11 +3,14 @@
 
 #include <pthread.h>
 #include <signal.h>
+#include <sys/socket.h>
 
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <memory>
 #include <thread>
 
@@ -15,19 +18,31 @@
 #include <httplib.h>
 #include <streamlock/client.h>
 #include <streamlock/error.h>
+#include <streamlock/version.h>
 
 #include "config.h"
 #include "http_server.h"
+#include "log.h"
 #include "metrics.h"
 #include "request.h"
 #include "routes.h"
 #include "schema.h"
+#include "startup.h"
 
 namespace {
 
 using mothership::ServerConfig;
 
 constexpr const char* kProgram = "mothership_server";
+
+using streamlock::LogLevel;
+
+// A line "mothership_server: <message>" in text, {"event":...,"message":...} in JSON.
+void say(LogLevel level, const char* event, const std::string& message, examples::LogFields fields = {}) {
+  if (!fields.is_object()) fields = examples::LogFields::object();
+  fields["message"] = message;
+  examples::logLine(level, event, fmt::format("{}: {}", kProgram, message), fields);
+}
 
 std::string environment(const char* name) {
   const char* value = std::getenv(name);
@@ -46,6 +61,7 @@ streamlock::Options clientOptions(const ServerConfig& config) {
   options.postgres.poolSize = config.pgPoolSize;
   options.postgres.statementTimeout = config.pgTimeout;
   options.lock.ttl = config.lockTtl;
+  options.logger = examples::logFromLibrary;
   return options;
 }
 
@@ -102,10 +118,29 @@ void configureHttp(mothership::HttpServer& server, const mothership::Router& rou
       }));
 }
 
-// Binds the listening socket; the bound port (useful with port 0), or -1.
-int bind(httplib::Server& server, const ServerConfig& config) {
-  if (config.port == 0) return server.bind_to_any_port(config.host);
-  return server.bind_to_port(config.host, config.port) ? config.port : -1;
+// Binds the listening socket; the bound port (useful with port 0), or -1 with why it failed.
+// httplib sets SO_REUSEPORT, with which a second server binds an address in use and the kernel
+// splits the connections between the two: only SO_REUSEADDR here (a restart may bind while old
+// connections linger in TIME_WAIT), so that an address in use is refused.
+int bindListener(httplib::Server& server, const ServerConfig& config, std::string& why) {
+  server.set_socket_options([](socket_t sock) {
+    int yes = 1;
+    setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
+  });
+  errno = 0;
+  const int port = config.port == 0 ? server.bind_to_any_port(config.host)
+                                    : (server.bind_to_port(config.host, config.port) ? config.port : -1);
+  if (port < 0) {
+    // errno is that of the failed bind() or listen(): httplib only closes the socket after it.
+    const int error = errno;
+    why = error == EADDRINUSE ? "address already in use" : error != 0 ? std::strerror(error) : "bind failed";
+  }
+  return port;
+}
+
+std::string hostPort(const std::string& host, int port) {
+  const bool ipv6 = host.find(':') != std::string::npos;
+  return fmt::format("{}{}{}:{}", ipv6 ? "[" : "", host, ipv6 ? "]" : "", port);
 }
 
 }  // namespace
@@ -113,14 +148,20 @@ int bind(httplib::Server& server, const ServerConfig& config) {
 int main(int argc, char** argv) {
   const auto parsed = mothership::parseFlags(argc, argv, environment);
   if (std::holds_alternative<mothership::ShowHelp>(parsed)) {
-    std::fputs(mothership::usage(), stdout);
+    std::fputs(mothership::usage().c_str(), stdout);
+    return 0;
+  }
+  if (std::holds_alternative<mothership::ShowVersion>(parsed)) {
+    fmt::print("{} {}\n", kProgram, STREAMLOCK_VERSION_STRING);
     return 0;
   }
   if (const auto* error = std::get_if<mothership::FlagError>(&parsed)) {
-    fmt::print(stderr, "{}: {} (see --help)\n", kProgram, error->message);
+    examples::setLogFormat(error->logFormat);
+    say(LogLevel::Error, "bad_flag", error->message + " (see --help)");
     return 2;
   }
   const auto& config = std::get<ServerConfig>(parsed);
+  examples::setLogFormat(config.logFormat);
 
   // SIGINT and SIGTERM are taken by one thread with sigwait(); block them before any thread starts
   // so that every thread inherits the mask.
@@ -135,35 +176,41 @@ int main(int argc, char** argv) {
   try {
     client = std::make_unique<streamlock::Client>(clientOptions(config));
   } catch (const streamlock::Error& error) {
-    fmt::print(stderr, "{}: {}\n", kProgram, error.what());
+    say(LogLevel::Error, "bad_option", error.what());
     return 2;
   }
 
-  try {
-    mothership::applySchema(*client->postgres());
-    if (config.seedDemo) {
-      const auto seed = mothership::seedDemo(*client->postgres());
-      fmt::print("demo user: {}\ndemo workspace: {}\n", seed.userId, seed.workspaceId);
-      for (const auto& chatId : seed.chatIds) fmt::print("demo chat: {}\n", chatId);
-      fmt::print("demo token: {}\n", seed.token);
-    }
-  } catch (const streamlock::Error& error) {
-    fmt::print(stderr, "{}: cannot use the database: {}\n", kProgram, error.what());
-    return 1;
-  }
-
+  // The address first: a second server on a port in use is refused at once, before any database work.
   mothership::Metrics metrics;
   const mothership::Router router(*client, metrics);
   mothership::HttpServer server(httpLimits(config));
   configureHttp(server, router);
-  const int port = bind(server, config);
+  std::string bindError;
+  const int port = bindListener(server, config, bindError);
   if (port < 0) {
-    fmt::print(stderr, "{}: cannot listen on {}:{}\n", kProgram, config.host, config.port);
+    const auto address = hostPort(config.host, config.port);
+    say(LogLevel::Error, "listen_failed", fmt::format("cannot listen on {}: {}", address, bindError),
+        {{"address", address}, {"reason", bindError}});
     return 1;
   }
-  const bool ipv6 = config.host.find(':') != std::string::npos;
-  fmt::print("listening on http://{}{}{}:{}\n", ipv6 ? "[" : "", config.host, ipv6 ? "]" : "", port);
-  std::fflush(stdout);
+
+  try {
+    mothership::applySchema(*client->postgres());
+    if (config.seedDemo) {  // text format only (parseFlags): the token is printed, never logged
+      const auto seed = mothership::seedDemo(*client->postgres());
+      fmt::print("demo user: {}\ndemo workspace: {}\n", seed.userId, seed.workspaceId);
+      for (const auto& chatId : seed.chatIds) fmt::print("demo chat: {}\n", chatId);
+      fmt::print("demo token: {}\n", seed.token);
+      std::fflush(stdout);
+    }
+    mothership::reportServices(*client);
+  } catch (const streamlock::Error& error) {
+    say(LogLevel::Error, "database_unavailable", fmt::format("cannot use the database: {}", error.what()));
+    return 1;
+  }
+
+  const auto url = "http://" + hostPort(config.host, port);
+  examples::logLine(LogLevel::Info, "listening", "listening on " + url, {{"url", url}}, examples::LogStream::Stdout);
 
   std::atomic<bool> listenReturned{false};
   std::atomic<bool> signalled{false};
@@ -172,8 +219,9 @@ int main(int argc, char** argv) {
     sigwait(&stopSignals, &signal);
     if (listenReturned) return;  // woken by main to exit
     signalled = true;
-    fmt::print(stderr, "{}: {} received, finishing in-flight requests\n", kProgram,
-               signal == SIGINT ? "SIGINT" : "SIGTERM");
+    const char* name = signal == SIGINT ? "SIGINT" : "SIGTERM";
+    say(LogLevel::Info, "stopping", fmt::format("{} received, finishing in-flight requests", name),
+        {{"signal", name}});
     // stop() acts only once the accept loop runs; a signal can arrive just before it does.
     while (!server.is_running() && !listenReturned) std::this_thread::sleep_for(std::chrono::milliseconds{10});
     server.stop();
@@ -184,6 +232,6 @@ int main(int argc, char** argv) {
   if (!signalled) pthread_kill(stopper.native_handle(), SIGTERM);
   stopper.join();
   client->shutdown();
-  fmt::print(stderr, "{}: stopped\n", kProgram);
+  say(LogLevel::Info, "stopped", "stopped");
   return listened ? 0 : 1;
 }

@@ -1,5 +1,8 @@
 #include "metrics.h"
 
+#include <cstddef>
+#include <utility>
+
 #include <fmt/format.h>
 
 namespace mothership {
@@ -7,6 +10,36 @@ namespace {
 
 void counter(std::string& out, const char* name, const char* help, std::uint64_t value) {
   out += fmt::format("# HELP {0} {1}\n# TYPE {0} counter\n{0} {2}\n", name, help, value);
+}
+
+void gauge(std::string& out, const char* name, const char* help, std::size_t value) {
+  out += fmt::format("# HELP {0} {1}\n# TYPE {0} gauge\n{0} {2}\n", name, help, value);
+}
+
+// A cumulative histogram as the library reports it.
+void histogram(std::string& out, const char* name, const char* help, const streamlock::LatencyHistogram& h) {
+  out += fmt::format("# HELP {0} {1}\n# TYPE {0} histogram\n", name, help);
+  for (std::size_t i = 0; i < h.upperBoundsSeconds.size() && i < h.counts.size(); ++i) {
+    out += fmt::format("{}_bucket{{le=\"{}\"}} {}\n", name, h.upperBoundsSeconds[i], h.counts[i]);
+  }
+  out += fmt::format("{0}_bucket{{le=\"+Inf\"}} {1}\n{0}_sum {2}\n{0}_count {1}\n", name, h.count, h.sumSeconds);
+}
+
+// The connections of the library's pools, by pool and state.
+void pools(std::string& out, const streamlock::Metrics& m) {
+  const std::pair<const char*, const streamlock::PoolMetrics*> all[] = {
+      {"redis", &m.redisPool}, {"postgres", &m.postgresPool}, {"repair", &m.repairPool}};
+  out += "# HELP streamlock_pool_connections Open connections of the library's pools, in use or idle.\n"
+         "# TYPE streamlock_pool_connections gauge\n";
+  for (const auto& [pool, metrics] : all) {
+    out += fmt::format("streamlock_pool_connections{{pool=\"{}\",state=\"in_use\"}} {}\n", pool, metrics->inUse);
+    out += fmt::format("streamlock_pool_connections{{pool=\"{}\",state=\"idle\"}} {}\n", pool, metrics->idle);
+  }
+  out += "# HELP streamlock_pool_max_connections Configured size of the library's pools (0: not configured).\n"
+         "# TYPE streamlock_pool_max_connections gauge\n";
+  for (const auto& [pool, metrics] : all) {
+    out += fmt::format("streamlock_pool_max_connections{{pool=\"{}\"}} {}\n", pool, metrics->capacity);
+  }
 }
 
 }  // namespace
@@ -25,7 +58,8 @@ void Metrics::observe(const std::string& route, int status, double seconds) {
   histogram.sum += seconds;
 }
 
-std::string Metrics::render(const streamlock::Counters& c, streamlock::BreakerState breaker) const {
+std::string Metrics::render(const streamlock::Metrics& library) const {
+  const streamlock::Counters& c = library.counters;
   std::string out;
   out += "# HELP streamlock_lookups_total Lock lookups by outcome.\n# TYPE streamlock_lookups_total counter\n";
   out += fmt::format("streamlock_lookups_total{{status=\"verified\"}} {}\n", c.lookupsVerified);
@@ -50,8 +84,21 @@ std::string Metrics::render(const streamlock::Counters& c, streamlock::BreakerSt
   for (const auto state : {streamlock::BreakerState::Closed, streamlock::BreakerState::Open,
                            streamlock::BreakerState::HalfOpen}) {
     out += fmt::format("streamlock_breaker_state{{state=\"{}\"}} {}\n", streamlock::toString(state),
-                       state == breaker ? 1 : 0);
+                       state == library.breaker ? 1 : 0);
   }
+  const auto& transitions = library.breakerTransitions;
+  out += "# HELP streamlock_breaker_transitions_total Changes of the Redis circuit breaker's state, by new state.\n"
+         "# TYPE streamlock_breaker_transitions_total counter\n";
+  out += fmt::format("streamlock_breaker_transitions_total{{to=\"open\"}} {}\n", transitions.toOpen);
+  out += fmt::format("streamlock_breaker_transitions_total{{to=\"half-open\"}} {}\n", transitions.toHalfOpen);
+  out += fmt::format("streamlock_breaker_transitions_total{{to=\"closed\"}} {}\n", transitions.toClosed);
+
+  gauge(out, "streamlock_locks_held", "Stream locks this process holds now.", library.locksHeld);
+  pools(out, library);
+  histogram(out, "streamlock_lookup_duration_seconds", "Time of lock lookups, verified or unknown.",
+            library.lookupLatency);
+  histogram(out, "streamlock_repair_duration_seconds", "Time of repair statements, succeeded or failed.",
+            library.repairLatency);
 
   const std::lock_guard<std::mutex> lock(mutex_);
   out += "# HELP mothership_http_requests_total HTTP requests by route template and status.\n"

@@ -1,7 +1,8 @@
 #pragma once
 
-// Request counters and latency histograms by route template, rendered with the library's counters
-// in the Prometheus text exposition format.
+// Request counters and latency histograms by route template, rendered with the library's metrics
+// (counters, gauges, latency histograms: streamlock::Client::metrics()) in the Prometheus text
+// exposition format.
 
 #include <array>
 #include <cstdint>
@@ -10,7 +11,7 @@
 #include <string>
 #include <utility>
 
-#include <streamlock/client.h>
+#include <streamlock/metrics.h>
 
 namespace mothership {
 
@@ -20,7 +21,7 @@ class Metrics {
   void observe(const std::string& route, int status, double seconds);
 
   // Thread-safe.
-  std::string render(const streamlock::Counters& counters, streamlock::BreakerState breaker) const;
+  std::string render(const streamlock::Metrics& library) const;
 
  private:
   static constexpr std::array<double, 12> kBuckets{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,

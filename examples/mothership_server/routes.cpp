@@ -1,7 +1,5 @@
 #include "routes.h"
 
-#include <unistd.h>
-
 #if defined(__SSE2__)
 #include <emmintrin.h>
 #endif
@@ -21,7 +19,9 @@
 #include <nlohmann/json.hpp>
 #include <streamlock/client.h>
 #include <streamlock/error.h>
+#include <streamlock/metrics.h>
 
+#include "log.h"
 #include "metrics.h"
 #include "page.h"
 #include "queries.h"
@@ -187,8 +187,10 @@ void databaseFailure(httplib::Response& res, const std::exception& error, const 
   } else {
     sendError(res, 500, publicMessage);
   }
-  fmt::print(stderr, "mothership_server: database failure ({}): {}\n",
-             libraryError != nullptr ? streamlock::toString(libraryError->code()) : "exception", error.what());
+  const char* code = libraryError != nullptr ? streamlock::toString(libraryError->code()) : "exception";
+  examples::logLine(streamlock::LogLevel::Error, "database_failure",
+                    fmt::format("mothership_server: database failure ({}): {}", code, error.what()),
+                    {{"code", code}, {"message", error.what()}});
 }
 
 // The token of "Authorization: Bearer <token>"; nullopt when the header is missing, repeated or
@@ -221,8 +223,10 @@ void serveHealth(streamlock::Client& client, httplib::Response& res) {
     postgresUp = false;
   }
   const auto redis = client.redisStatus();
+  // Degraded: Redis is configured but did not answer, so reads answer unknown (and repair nothing).
+  const bool degraded = redis.mode == streamlock::RedisStatus::Mode::Unknown;
   sendJson(res, postgresUp ? 200 : 503,
-           Json{{"status", postgresUp ? "ok" : "unavailable"},
+           Json{{"status", !postgresUp ? "unavailable" : degraded ? "degraded" : "ok"},
                 {"postgres", postgresUp ? "up" : "down"},
                 {"redis", streamlock::toString(redis.mode)},
                 {"breaker", streamlock::toString(redis.breaker)}});
@@ -230,7 +234,7 @@ void serveHealth(streamlock::Client& client, httplib::Response& res) {
 
 void serveMetrics(streamlock::Client& client, const Metrics& metrics, httplib::Response& res) {
   res.status = 200;
-  setBody(res, metrics.render(client.counters(), client.breakerState()), "text/plain; version=0.0.4");
+  setBody(res, metrics.render(client.metrics()), "text/plain; version=0.0.4");
 }
 
 // Read the rows first, then reconcile their markers against the locks (repairing the stale ones),
@@ -336,14 +340,7 @@ void serveChat(streamlock::Client& client, std::string_view chatId, const httpli
 
 void logAccess(const httplib::Request& req, const char* route, int status, double seconds) {
   // The raw path and the headers are never logged: they can carry ids and tokens.
-  fmt::memory_buffer line;
-  fmt::format_to(std::back_inserter(line), "access method={} route={} status={} duration_ms={:.3f}\n", req.method,
-                 route, status, seconds * 1000.0);
-  // One write(2) per line and no stdio lock for request threads to queue on: concurrent lines never
-  // interleave (one short write to a pipe, or to a file, is not split by another).
-  if (::write(STDERR_FILENO, line.data(), line.size()) < 0) {
-    // Nowhere left to report it.
-  }
+  examples::logAccess(req.method, route, status, seconds);
 }
 
 }  // namespace
@@ -368,7 +365,8 @@ void Router::handle(const httplib::Request& req, httplib::Response& res) const {
       }
     }
   } catch (const std::exception& error) {
-    fmt::print(stderr, "mothership_server: internal error: {}\n", error.what());
+    examples::logLine(streamlock::LogLevel::Error, "internal_error",
+                      fmt::format("mothership_server: internal error: {}", error.what()), {{"message", error.what()}});
     sendError(res, 500, "Internal server error");
   }
   const std::chrono::duration<double> elapsed = std::chrono::steady_clock::now() - start;

@@ -15,12 +15,16 @@
 #include <string>
 #include <string_view>
 #include <system_error>
+#include <utility>
+#include <vector>
 
 #include <fmt/format.h>
 #include <streamlock/client.h>
 #include <streamlock/error.h>
+#include <streamlock/version.h>
 
 #include "flags.h"
+#include "log.h"
 
 namespace {
 
@@ -50,11 +54,38 @@ Runs one simulated stream for a chat with the streamlock writer protocol.
   --lock-ttl-s N            lock TTL in seconds; the heartbeat runs every TTL/3 (default 60)
   --wait-lock-ms N          how long to wait for a busy lock (default 0)
   --crash-after-s N         die with SIGKILL after N seconds, leaving the marker behind
+  --log-format text|json    output lines as text (default) or one JSON object each
+  --version                 print the version
   --help                    show this text
 
 Exit codes: 0 done, 1 Redis or database failure, 2 usage, 3 lock busy, 4 lock ownership lost,
 5 no such chat.
+
 )";
+
+// The flags that STREAMLOCK_* variables can set (all but --help and --version).
+const std::vector<examples::FlagSpec> kEnvironmentFlags{
+    {"--chat-id", true},    {"--stream-id", true},   {"--database-url", true},  {"--redis-url", true},
+    {"--redis-tls-ca", true}, {"--redis-tls-cert", true}, {"--redis-tls-key", true},
+    {"--duration-s", true}, {"--lock-ttl-s", true},  {"--wait-lock-ms", true},  {"--crash-after-s", true},
+    {"--log-format", true},
+};
+
+using streamlock::LogLevel;
+using examples::LogFields;
+using examples::LogStream;
+
+// A progress line on stdout: `text` in text format, event and fields in JSON.
+void report(const char* event, const std::string& text, LogFields fields = {}) {
+  examples::logLine(LogLevel::Info, event, text, fields, LogStream::Stdout);
+}
+
+// A failure on stderr: "stream_worker: <message>" in text.
+void complain(const char* event, const std::string& message, LogFields fields = {}) {
+  if (!fields.is_object()) fields = LogFields::object();
+  fields["message"] = message;
+  examples::logLine(LogLevel::Error, event, fmt::format("{}: {}", kProgram, message), fields);
+}
 
 struct WorkerConfig {
   std::string chatId;
@@ -68,6 +99,7 @@ struct WorkerConfig {
   long lockTtlS = 60;
   long waitLockMs = 0;
   std::optional<long> crashAfterS;
+  examples::LogFormat logFormat = examples::LogFormat::Text;
 };
 
 std::string environment(const char* name) {
@@ -95,23 +127,37 @@ bool parseSeconds(std::string_view text, long& out, long minimum) {
   return ec == std::errc{} && ptr == end && out >= minimum && out <= 86400L * 7;
 }
 
-// nullopt after printing why (or the help text, with *exitCode 0).
+// nullopt after printing why (or the help text or the version, with *exitCode 0).
 std::optional<WorkerConfig> parseFlags(int argc, char** argv, int* exitCode) {
   WorkerConfig config;
   config.databaseUrl = environment("DATABASE_URL");
   config.redisUrl = environment("REDIS_URL");
   *exitCode = kUsage;
-  examples::FlagReader flags(argc, argv);
+  std::vector<std::string> fromEnvironment;
+  std::string environmentError;
+  if (!examples::flagsFromEnvironment(kEnvironmentFlags, environment, argc, argv, fromEnvironment, environmentError)) {
+    complain("bad_flag", environmentError + " (see --help)");
+    return std::nullopt;
+  }
+  examples::FlagReader flags(argc, argv, std::move(fromEnvironment));
   while (flags.next()) {
     const std::string_view arg = flags.name();
     std::string_view value;
     if (arg == "--help" || arg == "-h") {
       std::fputs(kUsageText, stdout);
+      std::fputs(examples::environmentHelp(kEnvironmentFlags).c_str(), stdout);
+      std::fputs("  DATABASE_URL, REDIS_URL      read when neither the flag nor its STREAMLOCK_ variable is set\n",
+                 stdout);
+      *exitCode = kDone;
+      return std::nullopt;
+    }
+    if (arg == "--version") {
+      fmt::print("{} {}\n", kProgram, STREAMLOCK_VERSION_STRING);
       *exitCode = kDone;
       return std::nullopt;
     }
     if (!flags.takeValue(value)) {
-      fmt::print(stderr, "{}: {} needs a value (see --help)\n", kProgram, arg);
+      complain("bad_flag", flags.source() + " needs a value (see --help)");
       return std::nullopt;
     }
     long number = 0;
@@ -139,17 +185,20 @@ std::optional<WorkerConfig> parseFlags(int argc, char** argv, int* exitCode) {
     } else if (arg == "--crash-after-s") {
       ok = parseSeconds(value, number, 0);
       config.crashAfterS = number;
+    } else if (arg == "--log-format") {
+      ok = examples::parseLogFormat(value, config.logFormat);
+      if (ok) examples::setLogFormat(config.logFormat);  // for the messages below
     } else {
-      fmt::print(stderr, "{}: unknown flag {} (see --help)\n", kProgram, arg);
+      complain("bad_flag", fmt::format("unknown flag {} (see --help)", arg));
       return std::nullopt;
     }
     if (!ok) {
-      fmt::print(stderr, "{}: invalid value for {} (see --help)\n", kProgram, arg);
+      complain("bad_flag", fmt::format("invalid value for {} (see --help)", flags.source()));
       return std::nullopt;
     }
   }
   if (config.chatId.empty() || config.databaseUrl.empty()) {
-    fmt::print(stderr, "{}: --chat-id and a database (--database-url or DATABASE_URL) are required\n", kProgram);
+    complain("bad_flag", "--chat-id and a database (--database-url, STREAMLOCK_DATABASE_URL or DATABASE_URL) are required");
     return std::nullopt;
   }
   if (config.streamId.empty()) config.streamId = randomUuid();
@@ -157,8 +206,7 @@ std::optional<WorkerConfig> parseFlags(int argc, char** argv, int* exitCode) {
 }
 
 [[noreturn]] void crash() {
-  fmt::print("crashing now: no marker clear, no lock release (as after an OOM kill)\n");
-  std::fflush(stdout);
+  report("crashing", "crashing now: no marker clear, no lock release (as after an OOM kill)");
   raise(SIGKILL);
   std::_Exit(137);
 }
@@ -198,6 +246,7 @@ int main(int argc, char** argv) {
   options.lock.ttl = std::chrono::seconds{config.lockTtlS};
   // A writer can wait longer for a connection than a reader's 250 ms lookup deadline.
   options.redis.connectTimeout = options.redis.commandTimeout;
+  options.logger = examples::logFromLibrary;
 
   try {
     streamlock::Client client(options);
@@ -206,11 +255,14 @@ int main(int argc, char** argv) {
     auto lock = client.acquireStreamLock(config.chatId, config.streamId,
                                          std::chrono::milliseconds{config.waitLockMs});
     if (!lock) {
-      fmt::print(stderr, "{}: chat {} already has an active stream\n", kProgram, config.chatId);
+      complain("lock_busy", fmt::format("chat {} already has an active stream", config.chatId),
+               {{"chat_id", config.chatId}});
       return kLockBusy;
     }
-    fmt::print("stream {} holds the lock on chat {} (ttl {} s)\n", config.streamId, config.chatId,
-               config.lockTtlS);
+    report("lock_acquired",
+           fmt::format("stream {} holds the lock on chat {} (ttl {} s)", config.streamId, config.chatId,
+                       config.lockTtlS),
+           {{"stream_id", config.streamId}, {"chat_id", config.chatId}, {"ttl_s", config.lockTtlS}});
 
     // 3. The heartbeat starts at once, so that a slow marker write cannot outlast the TTL; ownership
     // lost means stop producing.
@@ -222,17 +274,17 @@ int main(int argc, char** argv) {
     try {
       marked = client.writeMarker(config.chatId, config.streamId);
     } catch (const streamlock::Error& error) {
-      fmt::print(stderr, "{}: cannot write the marker: {}\n", kProgram, error.what());
+      complain("marker_failed", fmt::format("cannot write the marker: {}", error.what()));
       lock->release();
       return kFailed;
     }
     if (!marked) {
-      fmt::print(stderr, "{}: no chat {}\n", kProgram, config.chatId);
+      complain("no_chat", fmt::format("no chat {}", config.chatId), {{"chat_id", config.chatId}});
       lock->release();
       return kNoChat;
     }
-    fmt::print("marker written: copilot_chats.conversation_id = {}\n", config.streamId);
-    std::fflush(stdout);
+    report("marker_written", fmt::format("marker written: copilot_chats.conversation_id = {}", config.streamId),
+           {{"stream_id", config.streamId}, {"chat_id", config.chatId}});
 
     // Produce while the heartbeat keeps the lock.
     const auto start = std::chrono::steady_clock::now();
@@ -247,29 +299,33 @@ int main(int argc, char** argv) {
       if (now >= end) break;
       if (now >= nextTick) {
         const auto elapsed = std::chrono::duration_cast<std::chrono::seconds>(now - start).count();
-        fmt::print("generating... {} s\n", elapsed);
-        std::fflush(stdout);
+        report("generating", fmt::format("generating... {} s", elapsed), {{"elapsed_s", elapsed}});
         nextTick += std::chrono::seconds{1};
       }
       stopSignal = waitForSignal(stopSignals, std::chrono::milliseconds{100});
     }
     heartbeat.stop();
-    if (stopSignal != 0) fmt::print("stopping early on {}\n", stopSignal == SIGINT ? "SIGINT" : "SIGTERM");
-    if (lost) fmt::print(stderr, "{}: lock ownership lost: stopped producing\n", kProgram);
+    if (stopSignal != 0) {
+      const char* name = stopSignal == SIGINT ? "SIGINT" : "SIGTERM";
+      report("stopping", fmt::format("stopping early on {}", name), {{"signal", name}});
+    }
+    if (lost) complain("ownership_lost", "lock ownership lost: stopped producing");
 
     // 4. Clear our own marker (compare-and-clear), 5. release our own lock (compare-and-delete).
     try {
       const bool cleared = client.clearMarker(config.chatId, config.streamId);
-      fmt::print(cleared ? "marker cleared\n" : "marker already changed by someone else: left alone\n");
+      report("marker_cleared", cleared ? "marker cleared" : "marker already changed by someone else: left alone",
+             {{"cleared", cleared}});
     } catch (const streamlock::Error& error) {
-      fmt::print(stderr, "{}: cannot clear the marker: {}\n", kProgram, error.what());
+      complain("marker_failed", fmt::format("cannot clear the marker: {}", error.what()));
       exitCode = kFailed;
     }
-    fmt::print("lock release: {}\n", streamlock::toString(lock->release()));
+    const char* outcome = streamlock::toString(lock->release());
+    report("lock_released", fmt::format("lock release: {}", outcome), {{"outcome", outcome}});
     if (lost) return kLost;
     return exitCode == kFailed ? kFailed : kDone;
   } catch (const streamlock::Error& error) {
-    fmt::print(stderr, "{}: {}\n", kProgram, error.what());
+    complain("failed", error.what(), {{"code", streamlock::toString(error.code())}});
     return error.code() == streamlock::ErrorCode::InvalidArgument ? kUsage : kFailed;
   }
 }

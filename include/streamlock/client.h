@@ -19,6 +19,8 @@
 
 namespace streamlock {
 
+struct Metrics;  // streamlock/metrics.h
+
 namespace detail {
 class ClientCore;
 struct HeartbeatEntry;
@@ -137,7 +139,7 @@ class [[nodiscard]] StreamLock {
   std::shared_ptr<detail::ClientCore> client_;
   std::string chatId_;
   std::string streamId_;
-  std::chrono::steady_clock::time_point acquiredAt_;  // when the winning SET was sent
+  std::chrono::steady_clock::time_point acquiredAt_;  ///< when the winning SET was sent
 };
 
 /// The outcome of an acquire: a held lock; nullopt when another stream holds it (busy); or an
@@ -239,6 +241,10 @@ class Client {
   /// The PostgreSQL pool (driven by this Client's I/O thread), or nullptr without a conninfo.
   PgPool* postgres() noexcept;
   [[nodiscard]] Counters counters() const noexcept;
+  /// The counters, gauges (locks held, connections) and latency histograms, for any metrics
+  /// library to export; see streamlock/metrics.h, which defines Metrics. Thread-safe; never touches
+  /// the network and never blocks beyond short mutex holds.
+  [[nodiscard]] Metrics metrics() const noexcept;
   [[nodiscard]] BreakerState breakerState() const noexcept;
   const Options& options() const noexcept;
 

@@ -14,102 +14,102 @@ namespace streamlock {
 using Milliseconds = std::chrono::milliseconds;
 using Seconds = std::chrono::seconds;
 
-// TLS to Redis, used by the rediss:// URL forms.
+/// TLS to Redis, used by the rediss:// URL forms.
 struct RedisTlsOptions {
-  // PEM file of the CA certificates that may sign the server's certificate; empty: the system's
-  // trust store.
+  /// PEM file of the CA certificates that may sign the server's certificate; empty: the system's
+  /// trust store.
   std::string caFile;
-  // Client certificate chain (PEM) and its private key, for servers that require one.
+  /// Client certificate chain (PEM) and its private key, for servers that require one.
   std::string certFile;
   std::string keyFile;
-  // INSECURE: accept any server certificate and host name. The only way to switch verification off.
+  /// INSECURE: accept any server certificate and host name. The only way to switch verification off.
   bool insecureSkipVerify = false;
 };
 
 struct RedisOptions {
-  // redis://[user:password@]host[:port][/db], or rediss://... for TLS. Empty: Redis is not
-  // configured, every lookup is unknown and locks live in the process-local pending map only.
+  /// redis://[user:password@]host[:port][/db], or rediss://... for TLS. Empty: Redis is not
+  /// configured, every lookup is unknown and locks live in the process-local pending map only.
   std::string url;
-  // Kept for source compatibility; unused since 0.2: one connection per Redis server serves every
-  // caller of the Client, its commands pipelined, so no caller ever waits for a free connection.
+  /// Kept for source compatibility; unused since 0.2: one connection per Redis server serves every
+  /// caller of the Client, its commands pipelined, so no caller ever waits for a free connection.
   std::size_t poolSize = 8;
-  // Opening one connection: TCP to each address in turn, the TLS handshake, AUTH and SELECT.
+  /// Opening one connection: TCP to each address in turn, the TLS handshake, AUTH and SELECT.
   Milliseconds connectTimeout{250};
-  // One command or pipeline of the writer side (acquire, heartbeat, release), connecting included.
+  /// One command or pipeline of the writer side (acquire, heartbeat, release), connecting included.
   Milliseconds commandTimeout{1000};
-  // The whole read-side lookup: connecting if needed and every MGET.
+  /// The whole read-side lookup: connecting if needed and every MGET.
   Milliseconds lookupDeadline{250};
-  // Keys per MGET; a larger batch is split into several MGETs sent as one pipeline.
+  /// Keys per MGET; a larger batch is split into several MGETs sent as one pipeline.
   std::size_t mgetChunkSize = 1000;
   RedisTlsOptions tls;
 };
 
 struct PostgresOptions {
-  // A libpq conninfo string or URI. Empty: no database; repair is disabled.
+  /// A libpq conninfo string or URI. Empty: no database; repair is disabled.
   std::string conninfo;
   std::size_t poolSize = 8;
-  // Opening one connection, all hosts of a multi-host conninfo included. Sub-second deadlines are
-  // honoured (libpq's own connect_timeout is not used).
+  /// Opening one connection, all hosts of a multi-host conninfo included. Sub-second deadlines are
+  /// honoured (libpq's own connect_timeout is not used).
   Milliseconds connectTimeout{2000};
-  // Multi-host conninfo (host=a,b port=p,q, or postgresql://a:p,b:q/db): the hosts are tried one at
-  // a time, in order, each attempt bounded by this (the last host left to try gets the rest of
-  // connectTimeout). A host whose attempt timed out is tried last for the next 30 s, so a first
-  // host that accepts TCP and never answers costs one attempt, not every connect.
+  /// Multi-host conninfo (host=a,b port=p,q, or postgresql://a:p,b:q/db): the hosts are tried one at
+  /// a time, in order, each attempt bounded by this (the last host left to try gets the rest of
+  /// connectTimeout). A host whose attempt timed out is tried last for the next 30 s, so a first
+  /// host that accepts TCP and never answers costs one attempt, not every connect.
   Milliseconds hostAttemptTimeout{500};
-  // Client-side deadline of a statement when the caller gives none; on expiry its connection is
-  // dropped. This also catches a hung server, which server-side timeouts cannot.
+  /// Client-side deadline of a statement when the caller gives none; on expiry its connection is
+  /// dropped. This also catches a hung server, which server-side timeouts cannot.
   Milliseconds statementTimeout{5000};
-  // Longest wait for a pooled connection when the caller gives no deadline.
+  /// Longest wait for a pooled connection when the caller gives no deadline.
   Milliseconds acquireTimeout{2000};
-  // Prepare each distinct statement once per connection (PQprepare) and then execute it.
+  /// Prepare each distinct statement once per connection (PQprepare) and then execute it.
   bool prepareStatements = true;
-  // Server settings applied to every session of the pool at connect, as libpq's
-  // options="-c name=value", appended to any options the conninfo already has.
+  /// Server settings applied to every session of the pool at connect, as libpq's
+  /// options="-c name=value", appended to any options the conninfo already has.
   std::vector<std::pair<std::string, std::string>> settings;
 };
 
 struct LockOptions {
-  // Lock key = keyPrefix + chatId. The default is shared with the original system.
+  /// Lock key = keyPrefix + chatId. The default is shared with the original system.
   std::string keyPrefix = "copilot:chat-stream-lock:";
-  // Lock TTL (SET NX EX); whole seconds, at least 1.
+  /// Lock TTL (SET NX EX); whole seconds, at least 1.
   Seconds ttl{60};
-  // Heartbeat interval; zero means ttl / 3.
+  /// Heartbeat interval; zero means ttl / 3.
   Milliseconds heartbeatInterval{0};
-  // Pause between attempts while acquire waits for the previous holder.
+  /// Pause between attempts while acquire waits for the previous holder.
   Milliseconds acquirePollInterval{50};
-  // Replicas that must have the lock before acquire succeeds (WAIT n after the SET, within
-  // redis.commandTimeout), so that a failover right after cannot lose a fresh lock; 0: no WAIT.
-  // An acquire whose lock reached fewer replicas deletes it again and fails with Error(Timeout).
+  /// Replicas that must have the lock before acquire succeeds (WAIT n after the SET, within
+  /// redis.commandTimeout), so that a failover right after cannot lose a fresh lock; 0: no WAIT.
+  /// An acquire whose lock reached fewer replicas deletes it again and fails with Error(Timeout).
   unsigned waitReplicas = 0;
 };
 
 struct BreakerOptions {
-  // Consecutive failed lookups that open the breaker; zero disables it.
+  /// Consecutive failed lookups that open the breaker; zero disables it.
   unsigned failureThreshold = 3;
-  // How long an open breaker answers unknown without asking Redis before it lets one probe.
+  /// How long an open breaker answers unknown without asking Redis before it lets one probe.
   Milliseconds coolDown{1000};
 };
 
 struct RepairOptions {
-  // Identifiers, quoted by the library. Defaults match the demo schema.
+  /// Identifiers, quoted by the library. Defaults match the demo schema.
   std::string table = "copilot_chats";
   std::string idColumn = "id";
   std::string markerColumn = "conversation_id";
-  // lock_timeout of the repair sessions: a repair blocked by another transaction's row lock gives
-  // up after this, and a later read retries it.
+  /// lock_timeout of the repair sessions: a repair blocked by another transaction's row lock gives
+  /// up after this, and a later read retries it.
   Milliseconds lockTimeout{100};
-  // statement_timeout of the repair sessions, for very large batches (clearing 5,000 markers
-  // takes about 0.1 s); the client stops waiting shortly after it and drops the connection.
+  /// statement_timeout of the repair sessions, for very large batches (clearing 5,000 markers
+  /// takes about 0.1 s); the client stops waiting shortly after it and drops the connection.
   Milliseconds statementTimeout{1000};
-  // Connections of the repair pool, separate from the main pool because of those settings.
+  /// Connections of the repair pool, separate from the main pool because of those settings.
   std::size_t poolSize = 2;
 };
 
-// Every option is checked by Client's constructor, which throws Error(InvalidArgument) naming the
-// first bad one (e.g. "redis.lookupDeadline must be positive"). Durations must be positive (zero is
-// allowed where its comment says what zero means) and at most 24 hours (kMaxDuration), so that no
-// deadline computed from them can overflow; the heartbeat interval must be shorter than
-// ttl - max(redis.commandTimeout, 500 ms), the time a lock is certainly still held after an extend.
+/// Every option is checked by Client's constructor, which throws Error(InvalidArgument) naming the
+/// first bad one (e.g. "redis.lookupDeadline must be positive"). Durations must be positive (zero is
+/// allowed where its comment says what zero means) and at most 24 hours (kMaxDuration), so that no
+/// deadline computed from them can overflow; the heartbeat interval must be shorter than
+/// ttl - max(redis.commandTimeout, 500 ms), the time a lock is certainly still held after an extend.
 constexpr Milliseconds kMaxDuration{24LL * 60 * 60 * 1000};
 
 struct Options {
@@ -118,10 +118,10 @@ struct Options {
   LockOptions lock;
   BreakerOptions breaker;
   RepairOptions repair;
-  // Where the library logs; empty means logToStderr. Called from any of the library's threads.
+  /// Where the library logs; empty means logToStderr. Called from any of the library's threads.
   Logger logger;
-  // Where completions and ownership-lost callbacks run (see completion.h). Empty: on one library
-  // callback thread, started on first use.
+  /// Where completions and ownership-lost callbacks run (see completion.h). Empty: on one library
+  /// callback thread, started on first use.
   Executor executor;
 };
 

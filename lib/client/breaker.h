@@ -1,5 +1,6 @@
 #pragma once
 
+#include <cstdint>
 #include <mutex>
 
 #include "io/clock.h"
@@ -27,6 +28,14 @@ class Breaker {
   void inconclusive(Admission admission);
   BreakerState state(Deadline now) const;
 
+  // State changes since construction, for Client::metrics().
+  struct Transitions {
+    std::uint64_t toOpen = 0;
+    std::uint64_t toHalfOpen = 0;
+    std::uint64_t toClosed = 0;
+  };
+  Transitions transitions() const;
+
  private:
   const BreakerOptions options_;
   mutable std::mutex mutex_;
@@ -34,6 +43,7 @@ class Breaker {
   bool open_ = false;
   bool probing_ = false;
   Deadline openUntil_{};
+  Transitions transitions_;
 };
 
 }  // namespace streamlock::detail

@@ -141,7 +141,7 @@ void ClientCore::countRedisFailure(const Error& error) noexcept {
 
 RedisTopology& ClientCore::redis() {
   if (!redis_) {
-    redis_ = makeTopology(loop_, TopologySettings{*redisUrl_, tls_, options_.redis, logger_});
+    redis_ = makeTopology(loop_, TopologySettings{*redisUrl_, tls_, options_.redis, logger_, redisGauges_});
     redis_->onMasterConnected([this] { queueUnsentCleanups(); });
   }
   return *redis_;

@@ -27,6 +27,7 @@
 
 #include "client/breaker.h"
 #include "client/delivery.h"
+#include "client/latency.h"
 #include "io/clock.h"
 #include "io/loop.h"
 #include "redis/topology.h"
@@ -155,6 +156,11 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
   PendingStreams pending_;
   Breaker breaker_;
   AtomicCounters counters_;
+  // For Client::metrics().
+  LatencyRecorder lookupLatency_;
+  LatencyRecorder repairLatency_;
+  const std::shared_ptr<RedisGauges> redisGauges_ = std::make_shared<RedisGauges>();
+  std::size_t locksHeld();
 
  private:
   friend class Client;

@@ -100,7 +100,13 @@ class LookupOperation final : public Operation, public std::enable_shared_from_t
 
 }  // namespace
 
-void ClientCore::lookup(std::vector<const std::string*> chatIds, std::function<void(LookupAnswer)> done) {
+void ClientCore::lookup(std::vector<const std::string*> chatIds, std::function<void(LookupAnswer)> then) {
+  // From the call to its answer, verified or unknown, for Client::metrics().
+  const Deadline start = Clock::now();
+  auto done = [this, start, then = std::move(then)](LookupAnswer answer) {
+    lookupLatency_.record(Clock::now() - start);
+    then(std::move(answer));
+  };
   if (chatIds.empty()) {
     bump(counters_.lookupsVerified);
     LookupAnswer answer;

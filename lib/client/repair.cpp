@@ -33,8 +33,13 @@ class StatementOperation final : public Operation {
 
 }  // namespace
 
-void ClientCore::repair(std::vector<StaleMarker> markers, std::function<void(RepairResult)> done) {
-  if (markers.empty()) return done(RepairResult{});
+void ClientCore::repair(std::vector<StaleMarker> markers, std::function<void(RepairResult)> then) {
+  if (markers.empty()) return then(RepairResult{});
+  const Deadline start = Clock::now();
+  auto done = [this, start, then = std::move(then)](RepairResult result) {
+    repairLatency_.record(Clock::now() - start);
+    then(result);
+  };
   // One deadline for the whole repair, connecting and the one-time column lookup included.
   const Deadline deadline = deadlineIn(options_.repair.lockTimeout + options_.repair.statementTimeout);
   auto fail = [this](std::size_t count, const std::string& why) {

@@ -11,6 +11,9 @@ RedisConnection::RedisConnection(Loop& loop, RedisServerSettings settings)
 
 RedisConnection::~RedisConnection() {
   *alive_ = false;
+  state_ = State::Closed;
+  requests_.clear();
+  updateGauges();
   loop_.cancel(connectTimer_);
   if (stream_) loop_.unwatch(stream_->fd());
 }
@@ -31,6 +34,7 @@ RedisConnection::RequestId RedisConnection::send(std::string_view resp, std::siz
   } else if (state_ == State::Open) {
     scheduleFlush();
   }
+  updateGauges();
   return id;
 }
 
@@ -224,6 +228,7 @@ void RedisConnection::readReplies() {
     if (front.got.size() < front.replies) continue;
     Request done = std::move(requests_.front());
     requests_.pop_front();
+    updateGauges();
     if (done.handler) done.handler(RedisOutcome{std::move(done.got), std::nullopt, true});
     if (alive.expired() || state_ != State::Open) return;  // a handler closed or destroyed it
   }
@@ -250,11 +255,34 @@ void RedisConnection::close(const Error& error) {
 void RedisConnection::failAll(const Error& error, std::uint64_t written) {
   std::deque<Request> failed;
   failed.swap(requests_);
+  updateGauges();
   std::weak_ptr<bool> alive = alive_;
   for (auto& request : failed) {
     if (!request.handler) continue;
     request.handler(RedisOutcome{{}, error, written >= request.end});
     if (alive.expired()) return;
+  }
+}
+
+void RedisConnection::updateGauges() noexcept {
+  if (!settings_.gauges) return;
+  const bool open = state_ != State::Closed;
+  const bool busy = open && !requests_.empty();
+  if (open != countedOpen_) {
+    countedOpen_ = open;
+    if (open) {
+      ++settings_.gauges->open;
+    } else {
+      --settings_.gauges->open;
+    }
+  }
+  if (busy != countedBusy_) {
+    countedBusy_ = busy;
+    if (busy) {
+      ++settings_.gauges->busy;
+    } else {
+      --settings_.gauges->busy;
+    }
   }
 }
 

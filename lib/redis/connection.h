@@ -1,5 +1,6 @@
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <deque>
@@ -18,6 +19,13 @@
 
 namespace streamlock::detail {
 
+// Gauges of a Client's Redis connections, for Client::metrics(): updated by the I/O thread, read by
+// any thread.
+struct RedisGauges {
+  std::atomic<std::size_t> open{0};  // connections open or being opened
+  std::atomic<std::size_t> busy{0};  // of which with commands in flight
+};
+
 // Where and how to connect: one Redis server.
 struct RedisServerSettings {
   std::string host;
@@ -27,6 +35,7 @@ struct RedisServerSettings {
   int db = 0;            // SELECT when not 0
   std::shared_ptr<TlsContext> tls;  // null: plaintext
   std::chrono::milliseconds connectTimeout{250};  // TCP, TLS handshake, AUTH and SELECT, all addresses
+  std::shared_ptr<RedisGauges> gauges;            // optional
 };
 
 // What a request got: every reply, or the error that ended the connection first.
@@ -96,6 +105,10 @@ class RedisConnection final : public IoHandler {
   void readReplies();
   void updateInterest();
   void failAll(const Error& error, std::uint64_t written);
+  // Keeps the gauges in step with state_ and requests_.
+  void updateGauges() noexcept;
+  bool countedOpen_ = false;
+  bool countedBusy_ = false;
 
   Loop& loop_;
   const RedisServerSettings settings_;

@@ -18,6 +18,7 @@ RedisServerSettings serverSettings(const TopologySettings& settings, const std::
   out.db = db;
   out.tls = settings.tls;
   out.connectTimeout = settings.options.connectTimeout;
+  out.gauges = settings.gauges;
   return out;
 }
 

@@ -82,6 +82,7 @@ struct TopologySettings {
   std::shared_ptr<TlsContext> tls;  // the rediss forms
   RedisOptions options;
   Logger logger;
+  std::shared_ptr<RedisGauges> gauges;  // of the masters' connections (Client::metrics())
 };
 
 std::unique_ptr<RedisTopology> makeTopology(Loop& loop, TopologySettings settings);
