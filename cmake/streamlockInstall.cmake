@@ -102,7 +102,7 @@ _streamlock_pc_path(STREAMLOCK_PC_INCLUDEDIR "${CMAKE_INSTALL_INCLUDEDIR}")
 # directories (-I/usr/include/hiredis -I/usr/include/postgresql) to Cflags. The libraries sit in the
 # linker's default directories on Debian.
 if(STREAMLOCK_PACKAGE_STATIC)
-  set(STREAMLOCK_PC_LIBS " -lhiredis -lpq -lfmt -pthread")
+  set(STREAMLOCK_PC_LIBS " -lhiredis -lpq -lssl -lcrypto -lfmt -pthread")
 else()
   set(STREAMLOCK_PC_LIBS " -pthread")
 endif()

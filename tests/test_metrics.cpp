@@ -42,7 +42,7 @@ std::string closedUrl() { return "redis://127.0.0.1:" + std::to_string(test::clo
 
 }  // namespace
 
-TEST_CASE("metrics: a new Client reports zeros and the configured pool sizes") {
+TEST_CASE("metrics: a new Client reports zeros, its PostgreSQL pool sizes and one Redis connection to come") {
   test::CapturedLog log;
   auto options = test::clientOptions(test::redisUrl(), log);
   options.redis.poolSize = 3;
@@ -57,8 +57,8 @@ TEST_CASE("metrics: a new Client reports zeros and the configured pool sizes") {
   CHECK(m.breakerTransitions.toOpen == 0);
   CHECK(m.breakerTransitions.toHalfOpen == 0);
   CHECK(m.breakerTransitions.toClosed == 0);
-  CHECK(m.redisPool.open == 0);  // connections open lazily
-  CHECK(m.redisPool.capacity == 3);
+  CHECK(m.redisPool.open == 0);      // connections open lazily
+  CHECK(m.redisPool.capacity == 1);  // one connection per Redis server, shared by every caller
   CHECK(m.postgresPool.capacity == 5);
   CHECK(m.repairPool.capacity == 2);
   CHECK(m.lookupLatency.count == 0);

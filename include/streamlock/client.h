@@ -53,9 +53,10 @@ const char* toString(BreakerState state) noexcept;
 
 /// Redis as a health check sees it.
 struct RedisStatus {
+  /// Disabled: no URL; Verified: every master answered a PING in time; Unknown: it did not.
   enum class Mode { Disabled, Verified, Unknown };
-  Mode mode = Mode::Disabled;                  ///< no URL; answered a PING; or did not
-  BreakerState breaker = BreakerState::Closed;
+  Mode mode = Mode::Disabled;                   ///< what the PING found
+  BreakerState breaker = BreakerState::Closed;  ///< the read path's breaker now
   std::string detail;  ///< why it is unknown (e.g. "connection refused"); never a password
 };
 
@@ -88,7 +89,9 @@ class [[nodiscard]] Heartbeat {
  public:
   Heartbeat() = default;
   ~Heartbeat();
+  /// Moves the heartbeat; the moved-from one is not running.
   Heartbeat(Heartbeat&&) noexcept = default;
+  /// Stops this heartbeat, then takes other's.
   Heartbeat& operator=(Heartbeat&& other) noexcept;
   Heartbeat(const Heartbeat&) = delete;
   Heartbeat& operator=(const Heartbeat&) = delete;
@@ -112,12 +115,16 @@ class [[nodiscard]] Heartbeat {
 class [[nodiscard]] StreamLock {
  public:
   ~StreamLock();
+  /// Moves the lock; the moved-from one releases nothing.
   StreamLock(StreamLock&&) noexcept = default;
+  /// Releases this lock (handed to the I/O thread), then takes other's.
   StreamLock& operator=(StreamLock&& other) noexcept;
   StreamLock(const StreamLock&) = delete;
   StreamLock& operator=(const StreamLock&) = delete;
 
+  /// The chat whose lock this is.
   const std::string& chatId() const noexcept { return chatId_; }
+  /// The stream that holds it (the lock's value).
   const std::string& streamId() const noexcept { return streamId_; }
 
   /// Starts extending the lock every heartbeat interval; onLost (optional) is told of a loss.
@@ -225,8 +232,9 @@ class Client {
   bool writeMarker(const std::string& chatId, const std::string& streamId);
   /// Writer protocol step 4: clears the marker only while it still holds streamId.
   bool clearMarker(const std::string& chatId, const std::string& streamId);
-  /// The completion forms of writeMarker and clearMarker.
+  /// The completion form of writeMarker; a failure is the Error in the result.
   void writeMarker(std::string chatId, std::string streamId, Completion<Result<bool>> done) noexcept;
+  /// The completion form of clearMarker; a failure is the Error in the result.
   void clearMarker(std::string chatId, std::string streamId, Completion<Result<bool>> done) noexcept;
 
   // --- State -----------------------------------------------------------------------------------
@@ -240,12 +248,15 @@ class Client {
   PendingStreams& pendingStreams() noexcept;
   /// The PostgreSQL pool (driven by this Client's I/O thread), or nullptr without a conninfo.
   PgPool* postgres() noexcept;
+  /// The monotonic counters. Thread-safe, lock-free.
   [[nodiscard]] Counters counters() const noexcept;
   /// The counters, gauges (locks held, connections) and latency histograms, for any metrics
   /// library to export; see streamlock/metrics.h, which defines Metrics. Thread-safe; never touches
   /// the network and never blocks beyond short mutex holds.
   [[nodiscard]] Metrics metrics() const noexcept;
+  /// The read path's circuit breaker now. Thread-safe; a short mutex hold.
   [[nodiscard]] BreakerState breakerState() const noexcept;
+  /// The options, validated, with defaults filled in (the logger).
   const Options& options() const noexcept;
 
   /// Completes every pending call (unknown / failed), stops the heartbeats, releases every lock

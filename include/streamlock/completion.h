@@ -35,6 +35,7 @@ class Result {
 
   /// Whether the call succeeded.
   bool ok() const noexcept { return state_.index() == 0; }
+  /// ok().
   explicit operator bool() const noexcept { return ok(); }
 
   /// The value; throws the Error when the call failed.

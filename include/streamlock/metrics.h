@@ -55,7 +55,9 @@ struct Metrics {
   BreakerState breaker = BreakerState::Closed;
   /// State changes of the breaker.
   BreakerTransitions breakerTransitions;
-  /// The Redis pool; all zero when Redis is not configured.
+  /// The Redis connections: one per server (per master of a cluster), shared and pipelined by every
+  /// caller, so none is ever "leased": inUse counts those with commands in flight, capacity the
+  /// connections the topology has (at least 1). All zero when Redis is not configured.
   PoolMetrics redisPool;
   /// The main PostgreSQL pool (markers, Client::postgres()); all zero without PostgreSQL.
   PoolMetrics postgresPool;

@@ -1,5 +1,8 @@
 #pragma once
 
+/// @file
+/// Every setting of a Client, with its unit and default, and the limits the constructor checks.
+
 #include <chrono>
 #include <cstddef>
 #include <string>
@@ -11,7 +14,9 @@
 
 namespace streamlock {
 
+/// Durations of options and deadlines.
 using Milliseconds = std::chrono::milliseconds;
+/// Whole seconds, for the lock TTL (Redis' EX).
 using Seconds = std::chrono::seconds;
 
 /// TLS to Redis, used by the rediss:// URL forms.
@@ -19,16 +24,24 @@ struct RedisTlsOptions {
   /// PEM file of the CA certificates that may sign the server's certificate; empty: the system's
   /// trust store.
   std::string caFile;
-  /// Client certificate chain (PEM) and its private key, for servers that require one.
+  /// Client certificate chain (PEM), for servers that require one; with keyFile.
   std::string certFile;
+  /// The client certificate's private key (PEM, unencrypted); with certFile.
   std::string keyFile;
   /// INSECURE: accept any server certificate and host name. The only way to switch verification off.
   bool insecureSkipVerify = false;
 };
 
+/// Redis: where the locks are, and the deadlines.
 struct RedisOptions {
-  /// redis://[user:password@]host[:port][/db], or rediss://... for TLS. Empty: Redis is not
-  /// configured, every lookup is unknown and locks live in the process-local pending map only.
+  /// Where the locks are; every form accepts user:password@ (percent-decoded, never logged):
+  ///   - redis://host[:port][/db]: one server; rediss://... the same over TLS;
+  ///   - redis-sentinel://h1[:p1][,h2[:p2]...][/db]?master=NAME: the master the sentinels name;
+  ///   - redis-cluster://h1[:p1][,h2[:p2]...]: a Redis Cluster, from any of these seed nodes;
+  ///   - rediss-sentinel://..., rediss-cluster://...: the same over TLS, sentinels included.
+  ///
+  /// Empty: Redis is not configured, every lookup is unknown and locks live in the process-local
+  /// pending map only.
   std::string url;
   /// Kept for source compatibility; unused since 0.2: one connection per Redis server serves every
   /// caller of the Client, its commands pipelined, so no caller ever waits for a free connection.
@@ -41,12 +54,15 @@ struct RedisOptions {
   Milliseconds lookupDeadline{250};
   /// Keys per MGET; a larger batch is split into several MGETs sent as one pipeline.
   std::size_t mgetChunkSize = 1000;
+  /// Certificates for the rediss forms.
   RedisTlsOptions tls;
 };
 
+/// PostgreSQL: the markers' database (repair, writeMarker/clearMarker, Client::postgres()).
 struct PostgresOptions {
   /// A libpq conninfo string or URI. Empty: no database; repair is disabled.
   std::string conninfo;
+  /// Most connections open at once; further callers wait up to acquireTimeout for one.
   std::size_t poolSize = 8;
   /// Opening one connection, all hosts of a multi-host conninfo included. Sub-second deadlines are
   /// honoured (libpq's own connect_timeout is not used).
@@ -68,6 +84,7 @@ struct PostgresOptions {
   std::vector<std::pair<std::string, std::string>> settings;
 };
 
+/// The stream locks: their keys, their TTL and the heartbeat.
 struct LockOptions {
   /// Lock key = keyPrefix + chatId. The default is shared with the original system.
   std::string keyPrefix = "copilot:chat-stream-lock:";
@@ -83,6 +100,7 @@ struct LockOptions {
   unsigned waitReplicas = 0;
 };
 
+/// The Redis circuit breaker of the read path.
 struct BreakerOptions {
   /// Consecutive failed lookups that open the breaker; zero disables it.
   unsigned failureThreshold = 3;
@@ -90,10 +108,14 @@ struct BreakerOptions {
   Milliseconds coolDown{1000};
 };
 
+/// Where the markers are and how repairs run. Identifiers are quoted by the library; the
+/// defaults match the demo schema.
 struct RepairOptions {
-  /// Identifiers, quoted by the library. Defaults match the demo schema.
+  /// The table of the chats (one identifier, e.g. "copilot_chats").
   std::string table = "copilot_chats";
+  /// Its primary key column, compared with MarkerCandidate::chatId.
   std::string idColumn = "id";
+  /// Its nullable active-stream marker column, the only column a repair writes.
   std::string markerColumn = "conversation_id";
   /// lock_timeout of the repair sessions: a repair blocked by another transaction's row lock gives
   /// up after this, and a later read retries it.
@@ -105,19 +127,22 @@ struct RepairOptions {
   std::size_t poolSize = 2;
 };
 
-/// Every option is checked by Client's constructor, which throws Error(InvalidArgument) naming the
-/// first bad one (e.g. "redis.lookupDeadline must be positive"). Durations must be positive (zero is
-/// allowed where its comment says what zero means) and at most 24 hours (kMaxDuration), so that no
-/// deadline computed from them can overflow; the heartbeat interval must be shorter than
+/// The longest duration an option may have (24 hours). Every option is checked by Client's
+/// constructor, which throws Error(InvalidArgument) naming the first bad one (e.g.
+/// "redis.lookupDeadline must be positive (got 0 ms)"). Durations must be positive (zero only where
+/// its comment says what zero means) and at most kMaxDuration, so that no deadline computed from
+/// them can overflow; the heartbeat interval must be shorter than
 /// ttl - max(redis.commandTimeout, 500 ms), the time a lock is certainly still held after an extend.
 constexpr Milliseconds kMaxDuration{24LL * 60 * 60 * 1000};
 
+/// Everything a Client is configured with; the defaults need only redis.url and
+/// postgres.conninfo (either may stay empty).
 struct Options {
-  RedisOptions redis;
-  PostgresOptions postgres;
-  LockOptions lock;
-  BreakerOptions breaker;
-  RepairOptions repair;
+  RedisOptions redis;        ///< the locks' Redis
+  PostgresOptions postgres;  ///< the markers' PostgreSQL
+  LockOptions lock;          ///< the lock keys, their TTL and the heartbeat
+  BreakerOptions breaker;    ///< the read path's circuit breaker
+  RepairOptions repair;      ///< the markers' table and the repair sessions
   /// Where the library logs; empty means logToStderr. Called from any of the library's threads.
   Logger logger;
   /// Where completions and ownership-lost callbacks run (see completion.h). Empty: on one library

@@ -30,16 +30,22 @@ using PgParams = std::vector<std::optional<std::string>>;
 /// The rows of one statement, in text format. Move-only; cheap to move.
 class PgResult {
  public:
+  /// An empty result: no rows, no columns.
   PgResult() = default;
+  /// Takes ownership of a libpq result (PQclear on destruction).
   explicit PgResult(pg_result* result);
 
+  /// Number of rows.
   int rows() const noexcept;
+  /// Number of columns.
   int columns() const noexcept;
   /// Column index by name, or -1.
   int column(std::string_view name) const noexcept;
+  /// Whether a value is SQL NULL (also true out of range).
   bool isNull(int row, int column) const noexcept;
   /// The text of a value; empty for NULL. Valid while this PgResult lives.
   std::string_view value(int row, int column) const noexcept;
+  /// A copy of a value, or nullopt for NULL.
   std::optional<std::string> optional(int row, int column) const;
   /// Rows touched by INSERT/UPDATE/DELETE.
   std::uint64_t affectedRows() const noexcept;
@@ -104,6 +110,7 @@ class PgPool {
   /// to run it (no network wait).
   void close() noexcept;
 
+  /// The pool's connections at one moment.
   struct Stats {
     std::size_t open = 0;      ///< connections that exist: connecting, in use or idle
     std::size_t idle = 0;      ///< connected, no statement in flight
