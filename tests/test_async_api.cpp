@@ -829,7 +829,7 @@ TEST_CASE("completion form of acquireStreamLock: a lock, busy (nullopt), or an E
   }
 }
 
-TEST_CASE("completion form of StreamLock::release: released, then already released; not owner") {
+TEST_CASE("completion form of StreamLock::release: released, then already released, or not owner") {
   const Watchdog watchdog("StreamLock::release", 60s);
   Healthy h;
   const auto caller = std::this_thread::get_id();
@@ -920,8 +920,9 @@ TEST_CASE("completion forms of writeMarker and clearMarker: whether a row change
 // After shutdown() returned, every form completes at once with unknown / Error(ShutDown) /
 // AlreadyReleased: inline without an executor, on the executor with one.
 
-TEST_CASE("after shutdown() every completion form completes at once: inline without an executor, on the executor "
-          "with one") {
+namespace {
+
+void everyFormAfterShutdown(bool withExecutor) {
   const Watchdog watchdog("after shutdown", 60s);
   HostLoop host;
   test::CapturedLog log;
@@ -930,12 +931,7 @@ TEST_CASE("after shutdown() every completion form completes at once: inline with
   auto options = test::clientOptions(test::redisUrl(), log);
   options.postgres.conninfo = test::databaseUrl();
   options.repair.table = chats.name();
-  bool withExecutor = false;
-  SECTION("no executor: inline") {}
-  SECTION("an executor: on the executor") {
-    options.executor = host.executor();
-    withExecutor = true;
-  }
+  if (withExecutor) options.executor = host.executor();
   Client client(options);
   const auto caller = std::this_thread::get_id();
   const auto chat = chats.insert(std::string("stream-1"));
@@ -994,6 +990,16 @@ TEST_CASE("after shutdown() every completion form completes at once: inline with
   const auto cleared = checkWhere(clear, "clearMarker");
   CHECK(errorOf(*cleared.value) == ErrorCode::ShutDown);
   CHECK(chats.marker(chat) == Value("stream-1"));  // nothing was written after shutdown
+}
+
+}  // namespace
+
+TEST_CASE("after shutdown() every completion form completes at once, inline when there is no executor") {
+  everyFormAfterShutdown(false);
+}
+
+TEST_CASE("after shutdown() every completion form completes at once, on the executor when there is one") {
+  everyFormAfterShutdown(true);
 }
 
 // ---------------------------------------------------------------------------------------------------
