@@ -1002,6 +1002,51 @@ TEST_CASE("after shutdown() every completion form completes at once, on the exec
   everyFormAfterShutdown(true);
 }
 
+TEST_CASE("shutdown() with a PostgreSQL statement in flight completes it with Error(ShutDown), and the statement "
+          "ending later touches nothing of the destroyed Client") {
+  // The UPDATE waits on a row lock that the test holds; the Client is destroyed meanwhile; then the
+  // test lets the UPDATE go on. Whatever the library still does for it must not use the Client's
+  // memory (the suite runs under ASan in CI), and must end.
+  const Watchdog watchdog("PostgreSQL statement in flight at shutdown", 60s);
+  test::TestDb db;
+  test::TestDb blocker;
+  test::ChatsTable chats(db);
+  test::CapturedLog log;
+  auto options = test::clientOptions(test::redisUrl(), log);
+  options.postgres.conninfo = test::databaseUrl();
+  options.postgres.statementTimeout = 20s;
+  options.repair.table = chats.name();
+  const auto chat = chats.insert(std::nullopt);
+  const auto before = threadsWithoutClient();
+  auto client = std::make_unique<Client>(options);
+
+  blocker.exec("BEGIN");
+  blocker.exec("SELECT 1 FROM " + chats.name() + " WHERE id = $1 FOR UPDATE", {chat});
+  Calls<Result<bool>> write;
+  initiate([&] { client->writeMarker(chat, "stream-1", write.completion()); });
+  const bool waiting = test::waitUntil(
+      [&] {
+        return db.number("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND "
+                         "strpos(query, $1) > 0 AND query ~* '^\\s*update'",
+                         {chats.name()}) == 1;
+      },
+      10s);
+  REQUIRE(waiting);  // the UPDATE is blocked on the row lock
+
+  client.reset();  // shutdown(), then the Client is gone
+  const std::size_t completedAtDestruction = write.completed();
+  blocker.exec("ROLLBACK");  // the UPDATE goes on now, if its session still runs it
+  const bool quiet = test::waitUntil([&] { return test::threadCount() <= before; }, 10s);
+
+  INFO("threads before the Client: " << before << ", now " << test::threadCount());
+  CHECK(completedAtDestruction == 1);
+  auto call = write.take();
+  REQUIRE(call.value);
+  CHECK(errorOf(*call.value) == ErrorCode::ShutDown);
+  CHECK(quiet);
+  CHECK(write.invocations() == 1);
+}
+
 // ---------------------------------------------------------------------------------------------------
 // Threads: the I/O thread, the callback thread once a completion or callback needs it, and nothing
 // per call.
