@@ -6,6 +6,7 @@
 
 #include <hiredis/hiredis.h>
 
+#include <fstream>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -267,6 +268,45 @@ TEST_CASE("ReplyReader: a protocol error after good replies fails once the good 
     code = error.code();
   }
   CHECK(code == ErrorCode::ConnectionLost);
+}
+
+namespace {
+
+// The virtual memory of this process (VmSize of /proc/self/status), in kB.
+long long virtualKilobytes() {
+  std::ifstream status("/proc/self/status");
+  std::string field;
+  while (status >> field) {
+    long long value = 0;
+    if (field == "VmSize:" && status >> value) return value;
+  }
+  return -1;
+}
+
+}  // namespace
+
+TEST_CASE("ReplyReader: a reply announcing a huge array does not make the reader allocate for it", "[unit]") {
+  // Thirteen bytes from a broken or hostile server must not cost gigabytes. (hiredis alone would
+  // allocate the element array of a multi-bulk header as soon as it reads the header: 8 bytes per
+  // announced element, here 2 GB, and 16 GB for *2147483647.) Refusing the reply, or waiting for
+  // its elements without reserving room for all of them, are both fine.
+  const long long before = virtualKilobytes();
+  REQUIRE(before > 0);
+  long long after = before;
+  {
+    ReplyReader reader;
+    const std::string header = "*268435455\r\n";
+    try {
+      reader.feed(header.data(), header.size());
+      const Reply reply = reader.next();
+      CHECK_FALSE(reply);
+    } catch (const Error& error) {
+      CHECK(error.code() == ErrorCode::ConnectionLost);
+    }
+    after = virtualKilobytes();
+  }
+  INFO("the process's virtual memory grew by " << (after - before) / 1024 << " MB reading the header");
+  CHECK(after - before < 256 * 1024);
 }
 
 // --- readMgetReply -------------------------------------------------------------------------------------
