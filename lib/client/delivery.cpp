@@ -23,7 +23,7 @@ Delivery::Delivery(Executor executor, Logger logger)
 
 Delivery::~Delivery() { stop(); }
 
-bool Delivery::post(std::function<void()> task) noexcept {
+bool Delivery::post(std::function<void()>&& task) noexcept {
   if (!executor_) return queueOnThread(task);
   {
     std::lock_guard<std::mutex> guard(queue_->mutex);

@@ -23,7 +23,7 @@ class Delivery {
   Delivery& operator=(const Delivery&) = delete;
 
   // Hands task over to run soon, elsewhere. False (task not taken) once stop() has begun.
-  bool post(std::function<void()> task) noexcept;
+  bool post(std::function<void()>&& task) noexcept;
 
   // Runs what is queued, then ends the callback thread and joins it. Called on the callback thread
   // itself (a callback that shuts the Client down), it cannot join: the thread then runs the rest
