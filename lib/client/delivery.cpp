@@ -26,8 +26,10 @@ Delivery::~Delivery() { stop(); }
 bool Delivery::post(std::function<void()>&& task) noexcept {
   if (!executor_) return queueOnThread(task);
   {
+    // The host's executor outlives the Client's shutdown (completions after it go there too), but
+    // not a fork(): a child's copy of a parent's Client gives nothing to it.
     std::lock_guard<std::mutex> guard(queue_->mutex);
-    if (queue_->stopping) return false;
+    if (queue_->forked) return false;
   }
   // The executor may throw after it kept a copy: whichever runs first runs the task, once.
   struct Once {
@@ -54,7 +56,14 @@ bool Delivery::post(std::function<void()>&& task) noexcept {
   } else {
     fallback = std::move(task);
   }
-  return queueOnThread(fallback);
+  if (queueOnThread(fallback)) return true;
+  // Shut down: no callback thread any more. Run it here rather than lose it.
+  try {
+    fallback();
+  } catch (...) {
+    logSafely(logger_, LogLevel::Error, "a completion or callback threw");
+  }
+  return true;
 }
 
 bool Delivery::queueOnThread(std::function<void()>& task) noexcept {
@@ -136,6 +145,7 @@ void Delivery::abandonAfterFork() noexcept {
   std::lock_guard<std::mutex> guard(threadMutex_);
   if (thread_.joinable()) thread_.detach();
   queue_->stopping = true;
+  queue_->forked = true;
   queue_->tasks.clear();
 }
 

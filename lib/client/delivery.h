@@ -22,7 +22,9 @@ class Delivery {
   Delivery(const Delivery&) = delete;
   Delivery& operator=(const Delivery&) = delete;
 
-  // Hands task over to run soon, elsewhere. False (task not taken) once stop() has begun.
+  // Hands task over to run soon, elsewhere: to the executor (also after stop(), not in a fork()
+  // child), else to the callback thread. False, with task left to the caller, when nothing can take
+  // it (no executor and stop() has begun, or a fork() child).
   bool post(std::function<void()>&& task) noexcept;
 
   // Runs what is queued, then ends the callback thread and joins it. Called on the callback thread
@@ -44,6 +46,7 @@ class Delivery {
     std::condition_variable ready;
     std::deque<std::function<void()>> tasks;
     bool stopping = false;
+    bool forked = false;  // a fork() child's copy
     std::thread::id thread;
   };
   static void run(std::shared_ptr<Queue> queue, Logger logger);

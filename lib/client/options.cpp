@@ -3,6 +3,8 @@
 // overflow; counts at least 1; the heartbeat well inside the lock's TTL.
 #include "client/options.h"
 
+#include "redis/resp.h"
+
 #include <fmt/format.h>
 
 #include "streamlock/error.h"
@@ -38,6 +40,9 @@ Options validated(Options options) {
   duration("redis.commandTimeout", redis.commandTimeout);
   duration("redis.lookupDeadline", redis.lookupDeadline);
   count("redis.mgetChunkSize", redis.mgetChunkSize);
+  if (redis.mgetChunkSize > static_cast<std::size_t>(kMaxReplyElements)) {
+    refuse(fmt::format("redis.mgetChunkSize is too large (at most {} keys per MGET)", kMaxReplyElements));
+  }
 
   const PostgresOptions& postgres = options.postgres;
   count("postgres.poolSize", postgres.poolSize);

@@ -5,6 +5,9 @@
 #include <algorithm>
 #include <charconv>
 #include <cstring>
+#include <system_error>
+
+#include <fmt/format.h>
 
 #include "streamlock/error.h"
 
@@ -75,7 +78,80 @@ ReplyReader::ReplyReader() : reader_(redisReaderCreate()) {
 
 ReplyReader::~ReplyReader() { redisReaderFree(reader_); }
 
+void ReplyReader::ArrayGuard::elementDone() {
+  state_ = State::Type;
+  while (!open_.empty()) {
+    if (--open_.back() > 0) return;
+    open_.pop_back();  // the array is complete: it is one element of its parent
+  }
+}
+
+void ReplyReader::ArrayGuard::scan(const char* data, std::size_t size) {
+  std::size_t at = 0;
+  while (at < size && state_ != State::Lost) {
+    switch (state_) {
+      case State::Type:
+        type_ = data[at++];
+        header_.clear();
+        // Lines (+status, -error, :integer) are skipped; $bulk and *array headers are read.
+        state_ = (type_ == '$' || type_ == '*') ? State::Header : (type_ == '+' || type_ == '-' || type_ == ':')
+                                                                      ? State::Line
+                                                                      : State::Lost;  // hiredis reports it
+        break;
+      case State::Line: {
+        const void* end = std::memchr(data + at, '\n', size - at);
+        if (end == nullptr) return;
+        at = static_cast<std::size_t>(static_cast<const char*>(end) - data) + 1;
+        elementDone();
+        break;
+      }
+      case State::Header: {
+        const char c = data[at++];
+        if (c != '\n') {
+          if (header_.size() < 24) header_ += c;  // a longer number is malformed: hiredis says so
+          break;
+        }
+        long long n = 0;
+        const char* begin = header_.data();
+        const char* stop = begin + header_.size() - (!header_.empty() && header_.back() == '\r' ? 1 : 0);
+        if (std::from_chars(begin, stop, n).ec != std::errc{}) {
+          state_ = State::Lost;
+          break;
+        }
+        if (type_ == '*') {
+          if (n > kMaxReplyElements) {
+            throw Error(ErrorCode::ConnectionLost,
+                        fmt::format("Redis protocol error: an array of {} elements (at most {} are read)", n,
+                                    kMaxReplyElements));
+          }
+          if (n > 0) {
+            open_.push_back(n);
+            state_ = State::Type;
+          } else {
+            elementDone();
+          }
+        } else if (n < 0) {
+          elementDone();  // a nil bulk string
+        } else {
+          bulkLeft_ = n + 2;  // the value and its CRLF
+          state_ = State::Bulk;
+        }
+        break;
+      }
+      case State::Bulk: {
+        const auto skip = static_cast<std::size_t>(std::min<long long>(bulkLeft_, static_cast<long long>(size - at)));
+        at += skip;
+        bulkLeft_ -= static_cast<long long>(skip);
+        if (bulkLeft_ == 0) elementDone();
+        break;
+      }
+      case State::Lost: return;
+    }
+  }
+}
+
 void ReplyReader::feed(const char* data, std::size_t size) {
+  guard_.scan(data, size);
   if (redisReaderFeed(reader_, data, size) != REDIS_OK) {
     throw Error(ErrorCode::ConnectionLost, "Redis protocol error: " + std::string(reader_->errstr));
   }

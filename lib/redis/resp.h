@@ -28,7 +28,12 @@ void appendCommand(std::string& out, std::initializer_list<std::string_view> arg
 std::size_t appendMgets(std::string& out, std::string_view prefix, const std::vector<const std::string*>& ids,
                         std::size_t chunk);
 
-// A hiredis reader: bytes in, reply trees out.
+// The most elements an array of a reply may announce: hiredis allocates room for all of them as it
+// reads the header, so a broken or hostile server's "*2147483647" would cost 16 GB.
+constexpr long long kMaxReplyElements = 1 << 20;
+
+// A hiredis reader: bytes in, reply trees out. Every array header is checked against
+// kMaxReplyElements before hiredis sees it (ArrayGuard).
 class ReplyReader {
  public:
   ReplyReader();
@@ -36,14 +41,33 @@ class ReplyReader {
   ReplyReader(const ReplyReader&) = delete;
   ReplyReader& operator=(const ReplyReader&) = delete;
 
-  // Throws Error(ConnectionLost) when the reader refuses the bytes (a protocol error).
+  // Throws Error(ConnectionLost) when the bytes are refused: a protocol error, or an array
+  // announcing more than kMaxReplyElements elements.
   void feed(const char* data, std::size_t size);
   // The next whole reply, or null while it is incomplete. Throws Error(ConnectionLost) on a
   // protocol error: the stream is out of step and its connection must be closed.
   Reply next();
 
  private:
+  // Follows the RESP structure of the bytes fed, just enough to find every array header (lines are
+  // skipped, bulk strings jumped over by their length), across feeds.
+  class ArrayGuard {
+   public:
+    // Throws Error(ConnectionLost) for an array header over kMaxReplyElements.
+    void scan(const char* data, std::size_t size);
+
+   private:
+    enum class State { Type, Header, Line, Bulk, Lost };
+    void elementDone();
+    State state_ = State::Type;
+    char type_ = 0;
+    std::string header_;
+    long long bulkLeft_ = 0;
+    std::vector<long long> open_;  // elements still to come in each enclosing array
+  };
+
   redisReader* reader_;
+  ArrayGuard guard_;
 };
 
 std::string_view replyText(const redisReply* reply) noexcept;
