@@ -69,6 +69,9 @@ void validateOptions(const PostgresOptions& options) {
   if (options.acquireTimeout < Milliseconds{0}) {
     throw Error(ErrorCode::InvalidArgument, "postgres.acquireTimeout must not be negative");
   }
+  if (options.pipelineDepth == 0 || options.pipelineDepth > 1024) {
+    throw Error(ErrorCode::InvalidArgument, "postgres.pipelineDepth must be between 1 and 1024");
+  }
 }
 
 Error shutDownError() { return Error(ErrorCode::ShutDown, "the PostgreSQL pool is closed"); }
@@ -130,6 +133,12 @@ void afterFork() noexcept;
 }  // namespace
 
 class PgPoolState {
+  static PgPoolConfig configOf(const PostgresOptions& options) {
+    PgPoolConfig config{options};
+    config.maxInFlight = options.pipelineDepth;
+    return config;
+  }
+
  public:
   // Standalone: its own loop and delivery.
   PgPoolState(PostgresOptions options, Logger logger, Executor executor)
@@ -137,7 +146,7 @@ class PgPoolState {
         loop_(*ownLoop_),
         delivery_(std::make_shared<Delivery>(std::move(executor), logger)),
         options_(checked(std::move(options))),
-        core_(std::make_unique<PgPoolCore>(loop_, PgPoolConfig{options_}, std::move(logger))) {
+        core_(std::make_unique<PgPoolCore>(loop_, configOf(options_), std::move(logger))) {
     static std::once_flag handlers;
     std::call_once(handlers, [] { ::pthread_atfork(prepareFork, afterFork, afterFork); });
     std::lock_guard<std::mutex> guard(forkRegistry().mutex);
@@ -147,8 +156,8 @@ class PgPoolState {
   // A Client's: its loop and delivery.
   explicit PgPoolState(PgPoolWiring wiring)
       : loop_(wiring.loop), delivery_(std::move(wiring.delivery)), options_(checked(std::move(wiring.options))) {
-    PgPoolConfig config{options_};
-    config.maxInFlight = wiring.maxInFlight;
+    PgPoolConfig config = configOf(options_);
+    if (wiring.maxInFlight > 0) config.maxInFlight = wiring.maxInFlight;
     config.stallAfter = wiring.stallAfter;
     core_ = std::make_unique<PgPoolCore>(loop_, std::move(config), std::move(wiring.logger));
   }

@@ -77,6 +77,12 @@ struct PostgresOptions {
   Milliseconds statementTimeout{5000};
   /// Longest wait for a pooled connection when the caller gives no deadline.
   Milliseconds acquireTimeout{2000};
+  /// Statements in flight at once on one connection (libpq pipeline mode), from any callers: with
+  /// more than 1, concurrent statements share a few connections and their round trips. A
+  /// connection whose oldest statement has run for over 100 ms takes no more, so a statement stuck
+  /// on a lock delays at most those already behind it (they are sent again elsewhere if it times
+  /// out). 1: one statement per connection at a time.
+  std::size_t pipelineDepth = 1;
   /// Prepare each distinct statement once per connection (PQprepare) and then execute it.
   bool prepareStatements = true;
   /// Server settings applied to every session of the pool at connect, as libpq's

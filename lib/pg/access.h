@@ -22,7 +22,7 @@ struct PgPoolWiring {
   std::shared_ptr<Delivery> delivery;  // where the public completion form's completions run
   PostgresOptions options;
   Logger logger;
-  std::size_t maxInFlight = 1;         // statements pipelined per connection
+  std::size_t maxInFlight = 0;         // statements pipelined per connection; 0: options.pipelineDepth
   Milliseconds stallAfter{100};        // see PgPoolConfig
 };
 
