@@ -14,13 +14,14 @@
 #include <thread>
 
 #include "env.h"
+#include "process.h"
 
 namespace streamlock::test {
 
 namespace {
 
-// The process id of the redis-server answering on port, or -1.
-long long answeringPid(int port) {
+// The process id of the redis-server answering on port, or -1 (AUTH first with a password).
+long long answeringPid(int port, const std::string& password) {
   timeval timeout{};
   timeout.tv_usec = 200000;
   redisContext* context = redisConnectWithTimeout("127.0.0.1", port, timeout);
@@ -28,6 +29,11 @@ long long answeringPid(int port) {
   long long pid = -1;
   if (context->err == 0) {
     redisSetTimeout(context, timeout);
+    if (!password.empty()) {
+      const char* auth[] = {"AUTH", password.c_str()};
+      auto* reply = static_cast<redisReply*>(redisCommandArgv(context, 2, auth, nullptr));
+      if (reply != nullptr) freeReplyObject(reply);
+    }
     const char* argv[] = {"INFO", "server"};
     auto* reply = static_cast<redisReply*>(redisCommandArgv(context, 2, argv, nullptr));
     if (reply != nullptr && reply->type == REDIS_REPLY_STRING) {
@@ -45,6 +51,15 @@ long long answeringPid(int port) {
 
 RedisServerProcess::RedisServerProcess(std::vector<std::string> extraArgs)
     : binary_(redisServerBinary()), extraArgs_(std::move(extraArgs)) {
+  startOnFreePort();
+}
+
+RedisServerProcess::RedisServerProcess(std::string sentinelConfigFile, std::vector<std::string> extraArgs)
+    : binary_(redisServerBinary()), sentinelConfig_(std::move(sentinelConfigFile)), extraArgs_(std::move(extraArgs)) {
+  startOnFreePort();
+}
+
+void RedisServerProcess::startOnFreePort() {
   // A free port can be taken between choosing and binding it: try a few.
   for (int attempt = 0; attempt < 5; ++attempt) {
     port_ = closedPort();
@@ -87,31 +102,17 @@ void RedisServerProcess::start() {
 }
 
 bool RedisServerProcess::spawnAndWait() {
-  std::vector<std::string> args{binary_, "--port", std::to_string(port_), "--bind", "127.0.0.1",
-                                "--save", "",     "--appendonly", "no",  "--enable-debug-command",
-                                "local"};
+  std::vector<std::string> args{binary_};
+  if (!sentinelConfig_.empty()) args.insert(args.end(), {sentinelConfig_, "--sentinel"});
+  args.insert(args.end(), {"--port", std::to_string(port_), "--bind", "127.0.0.1", "--save", "", "--appendonly",
+                           "no", "--enable-debug-command", "local"});
   args.insert(args.end(), extraArgs_.begin(), extraArgs_.end());
-  std::vector<char*> argv;
-  for (auto& arg : args) argv.push_back(arg.data());
-  argv.push_back(nullptr);
-
-  const pid_t parent = ::getpid();
-  const pid_t pid = ::fork();
-  if (pid < 0) throw std::runtime_error("RedisServerProcess: fork failed");
-  if (pid == 0) {
-    // Only async-signal-safe calls until exec. The server dies with the test process.
-    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (::getppid() != parent) ::_exit(127);
-    const int devnull = ::open("/dev/null", O_RDWR);
-    if (devnull >= 0) {
-      ::dup2(devnull, STDIN_FILENO);
-      ::dup2(devnull, STDOUT_FILENO);
-      ::dup2(devnull, STDERR_FILENO);
-    }
-    ::execv(argv[0], argv.data());
-    ::_exit(127);
+  // No descriptor of the test leaks into the server, which dies with the test process.
+  pid_ = spawnChild(args);
+  std::string password;  // the last --requirepass wins, as in redis-server
+  for (std::size_t i = 0; i + 1 < extraArgs_.size(); ++i) {
+    if (extraArgs_[i] == "--requirepass") password = extraArgs_[i + 1];
   }
-  pid_ = pid;
 
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
   while (std::chrono::steady_clock::now() < deadline) {
@@ -121,7 +122,7 @@ bool RedisServerProcess::spawnAndWait() {
       return false;
     }
     // Another test's server may have taken the port: only our own process counts.
-    if (answeringPid(port_) == pid_) return true;
+    if (answeringPid(port_, password) == pid_) return true;
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   kill();

@@ -14,6 +14,9 @@ class RedisServerProcess {
   // Starts STREAMLOCK_TEST_REDIS_SERVER on a free port of 127.0.0.1 and waits until it answers
   // (INFO names its process). extraArgs are appended to the command line.
   explicit RedisServerProcess(std::vector<std::string> extraArgs = {});
+  // The same in sentinel mode (redis-server CONFIG --sentinel ...): configFile must be writable,
+  // sentinel rewrites it.
+  RedisServerProcess(std::string sentinelConfigFile, std::vector<std::string> extraArgs);
   ~RedisServerProcess();  // kills it
   RedisServerProcess(const RedisServerProcess&) = delete;
   RedisServerProcess& operator=(const RedisServerProcess&) = delete;
@@ -26,10 +29,14 @@ class RedisServerProcess {
   void resume();  // SIGCONT
   void kill();    // SIGKILL and reap: the port refuses connections
   void start();   // starts again on the same port and waits until it answers
+  bool running() const noexcept { return pid_ > 0; }
+  pid_t pid() const noexcept { return pid_; }
 
  private:
   bool spawnAndWait();
+  void startOnFreePort();
   std::string binary_;
+  std::string sentinelConfig_;  // empty: a plain redis-server
   std::vector<std::string> extraArgs_;
   int port_ = 0;
   pid_t pid_ = -1;
