@@ -100,7 +100,7 @@ PgStandbyPair::PgStandbyPair() : dir_(makeScratchDir("pgpair")), bindir_(bindir(
   primary_->start();
   // initdb's pg_hba.conf trusts replication from 127.0.0.1; wal_level is replica by default.
   runCommand({bindir_ + "/pg_basebackup", "-h", "127.0.0.1", "-p", std::to_string(primary_->port()), "-U",
-              "postgres", "-D", dir_ + "/standby", "-R", "-X", "stream", "-c", "fast"},
+              "postgres", "-D", dir_ + "/standby", "-R", "-X", "stream", "-c", "fast", "--no-sync", "--no-manifest"},
              std::chrono::seconds(120), asPostgres);
   standby_ = std::make_unique<PgServerProcess>(dir_ + "/standby", dir_, dir_ + "/standby.log");
   standby_->start();
