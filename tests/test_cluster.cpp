@@ -319,7 +319,10 @@ TEST_CASE("correct owners while a slot holding live locks is migrated") {
   // Chats of the migrating slot with static locks, and chats elsewhere.
   std::vector<std::string> inSlot, elsewhere;
   for (int i = 0; i < 40; ++i) inSlot.push_back(test::chatIdInSlot(options.lock.keyPrefix, slot, "m" + std::to_string(i)));
-  for (std::size_t i = 0; i < 60; ++i) elsewhere.push_back(uuidLike(i));
+  while (elsewhere.size() < 60) {
+    const std::string chat = uuidLike(elsewhere.size());
+    if (test::keySlot(test::lockKey(options, chat)) != slot) elsewhere.push_back(chat);
+  }
   ChatSet statics = lockChats(view, options, inSlot);
   const ChatSet others = lockChats(view, options, elsewhere);
 

@@ -131,7 +131,7 @@ TEST_CASE("harness: a slot migration answers ASK and TRYAGAIN, then MOVED") {
   CHECK(view.get(b) == std::optional<std::string>("B"));
 }
 
-TEST_CASE("harness: a private sentinel setup fails over on a kill; the old master comes back writable") {
+TEST_CASE("harness: a private sentinel setup fails over on a kill, and the old master comes back writable") {
   test::Watchdog watchdog("harness sentinel", 120s);
   test::SentinelSetup setup;
   const int old = setup.initialMasterPort();
@@ -147,7 +147,7 @@ TEST_CASE("harness: a private sentinel setup fails over on a kill; the old maste
   CHECK(text(setup.command(old, {"SET", "k", "v"}).get()) == "OK");
 }
 
-TEST_CASE("harness: a private PostgreSQL pair streams and promotes; a hung listener never answers") {
+TEST_CASE("harness: a private PostgreSQL pair streams and promotes, and a hung listener never answers") {
   test::Watchdog watchdog("harness postgres", 120s);
   const auto start = std::chrono::steady_clock::now();
   test::PgStandbyPair pair;
