@@ -204,7 +204,9 @@ TEST_CASE("lookups of 1,000 chats across all slots: verified with the right owne
                  << lookedUp << ", read events " << libraryReads);
     if (master) {
       CHECK(lookedUp == keysOn[port]);                      // every key of this node, once, here
-      CHECK(libraryReads <= 3 + keysOn[port] / 100);         // one pipelined write (a few 16 KB reads)
+      // One pipelined write: a few 16 KB reads (a hand-written pipeline of GETs over hiredis costs 4
+      // for 330 keys, see topology_harness); a round trip per key or per slot costs hundreds.
+      CHECK(libraryReads <= 4 + keysOn[port] / 80);
       CHECK(after[port].getMget - before[port].getMget >= 1);
     } else {
       CHECK(lookedUp == 0);  // never from a replica: it may lag behind a fresh lock

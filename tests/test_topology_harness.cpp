@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <map>
 #include <cstdio>
 #include <optional>
 #include <string>
@@ -170,4 +171,57 @@ TEST_CASE("harness: a private PostgreSQL pair streams and promotes, and a hung l
   PQfinish(conn);
   CHECK(took >= 1900ms);  // the TCP connect succeeded and nothing answered until libpq gave up
   CHECK(hung.accepted() == 1);
+}
+
+TEST_CASE("harness: the read-event measure tells one pipelined write per node from a round trip per key") {
+  // What cluster."lookups of 1,000 chats ..." relies on, with a hand-written client in the
+  // library's place: behind a DEBUG SLEEP, one pipelined write of a node's GETs costs that node a
+  // few read events (16 KB each); a round trip per key costs one per key.
+  test::Watchdog watchdog("harness round-trip measure", 120s);
+  test::RedisCluster cluster;
+  auto& view = cluster.view();
+  std::map<int, std::vector<std::vector<std::string>>> gets;
+  for (int i = 0; i < 1000; ++i) {
+    const std::string key = "copilot:chat-stream-lock:" + test::uniqueId() + "-" + std::to_string(i);
+    gets[view.masterOfKey(key)].push_back({"GET", key});
+  }
+  auto reads = [&](int port) { return view.infoField(port, "stats", "total_reads_processed"); };
+  auto lookedUp = [&](int port) {
+    return view.infoField(port, "stats", "keyspace_hits") + view.infoField(port, "stats", "keyspace_misses");
+  };
+  std::map<int, long long> readsBefore, lookedUpBefore;
+  for (const auto& [port, commands] : gets) {
+    lookedUpBefore[port] = lookedUp(port);
+    readsBefore[port] = reads(port);
+  }
+  std::vector<std::thread> threads;
+  for (const auto& [port, commands] : gets) {
+    const int node = port;
+    threads.emplace_back([node] { test::TestRedis("127.0.0.1", node).ok({"DEBUG", "SLEEP", "0.3"}); });
+  }
+  std::this_thread::sleep_for(50ms);
+  for (auto& [port, commands] : gets) {
+    const int node = port;
+    auto* list = &commands;
+    threads.emplace_back([node, list] {
+      test::TestRedis("127.0.0.1", node).pipeline(*list, [](const redisReply*, const std::vector<std::string>&) {});
+    });
+  }
+  for (auto& thread : threads) thread.join();
+  for (const auto& [port, commands] : gets) {
+    const long long pipelinedReads = reads(port) - readsBefore[port] - 2;  // DEBUG SLEEP, this INFO
+    std::printf("node %d: %zu GETs pipelined behind a DEBUG SLEEP: %lld read events\n", port, commands.size(),
+                pipelinedReads);
+    CHECK(pipelinedReads <= 4 + static_cast<long long>(commands.size()) / 80);  // the bound cluster uses
+    CHECK(lookedUp(port) - lookedUpBefore[port] == static_cast<long long>(commands.size()));
+  }
+  // A round trip per key, on one node.
+  const int port = gets.begin()->first;
+  const auto& commands = gets.begin()->second;
+  const long long before = reads(port);
+  test::TestRedis one("127.0.0.1", port);
+  for (const auto& command : commands) one.command(command);
+  const long long perKey = reads(port) - before - 1;
+  std::printf("node %d: %zu GETs one by one: %lld read events\n", port, commands.size(), perKey);
+  CHECK(perKey >= static_cast<long long>(commands.size()));
 }
