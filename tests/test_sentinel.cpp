@@ -327,7 +327,7 @@ TEST_CASE("reads, writes and heartbeats follow a SENTINEL FAILOVER (+switch-mast
   const int oldMaster = setup.initialMasterPort();
   test::CapturedLog log;
   auto options = test::clientOptions(setup.url(), log);
-  options.lock.ttl = Seconds{3};
+  options.lock.ttl = Seconds{10};  // extends every 3.3 s; the window (9 s) covers the switch
   Client client(options);
   LossRecorder losses;
   auto held = client.acquireStreamLock("held-chat", "held-stream");
@@ -338,6 +338,7 @@ TEST_CASE("reads, writes and heartbeats follow a SENTINEL FAILOVER (+switch-mast
   const auto reply = setup.command(setup.sentinelPorts().front(), {"SENTINEL", "FAILOVER", setup.name()});
   REQUIRE(text(reply.get()) == "OK");
   const auto started = Clock::now();
+  const auto extendsAtFailover = client.counters().heartbeatsExtended;
   const int newMaster = setup.waitForNewMaster(oldMaster, 30s);
   test::TestRedis newRedis("127.0.0.1", newMaster);
   // The old master is now a replica: a client still writing there gets -READONLY.
@@ -360,9 +361,11 @@ TEST_CASE("reads, writes and heartbeats follow a SENTINEL FAILOVER (+switch-mast
   REQUIRE(acquired);
   CHECK(test::elapsedSince(started) < 8s);
   CHECK(newRedis.get(test::lockKey(options, "after-chat")) == std::optional<std::string>("after-stream"));
-  // The held lock's heartbeat moved too: past its TTL it is still held on the new master.
-  std::this_thread::sleep_until(started + 3500ms);
+  // The held lock's heartbeat moved too: two more extends, and the key's TTL on the new master
+  // was refreshed by them.
+  CHECK(test::waitUntil([&] { return client.counters().heartbeatsExtended >= extendsAtFailover + 2; }, 20s));
   CHECK(newRedis.get(test::lockKey(options, "held-chat")) == std::optional<std::string>("held-stream"));
+  CHECK(newRedis.pttl(test::lockKey(options, "held-chat")) > 6000);
   CHECK(losses.chats().empty());
   CHECK_FALSE(heartbeat.ownershipLost());
   const auto result = client.getActiveChatStreamIds({"held-chat", "after-chat"});
