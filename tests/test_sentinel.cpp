@@ -4,8 +4,9 @@
 // sentinel is down still works; a client never writes to a demoted or old master.
 //
 // Read-only cases use the shared setup of tests/run.sh (a master, two replicas, three sentinels);
-// the destructive ones start a private SentinelSetup (about 2-3 s). The oracle reads and writes the
-// servers directly. Every wait is bounded, and a Watchdog ends a hung case.
+// the destructive ones, and those that count a server's reads, start a private SentinelSetup (about
+// 2-3 s). The oracle reads and writes the servers directly. Every wait is bounded, and a Watchdog
+// ends a hung case.
 #define CATCH_CONFIG_ENABLE_ALL_STRINGMAKERS
 #include <catch2/catch.hpp>
 #include <hiredis/hiredis.h>
@@ -111,24 +112,24 @@ long long keyspaceLookups(test::TestRedis& redis) {
 }  // namespace
 
 TEST_CASE("the Client finds the master through the sentinels") {
+  // A private setup: the keyspace counters below must see this case's reads only.
   test::Watchdog watchdog("sentinel discovery", 60s);
-  const int masterPort = sharedMasterPort();
+  test::SentinelSetup setup;
+  const int masterPort = setup.masterPortBySentinels();
   test::TestRedis master("127.0.0.1", masterPort);
   test::CapturedLog log;
-  auto options = test::clientOptions(test::sentinelUrl(), log);
+  auto options = test::clientOptions(setup.url(), log);
   const ChatSet set = lockChats(master, options, 100);
   REQUIRE(master.integer({"WAIT", "2", "5000"}) == 2);  // the replicas have every lock too
 
   SECTION("the URL without a database") {}
-  SECTION("the URL with database 0") {
-    const auto url = test::sentinelUrl();
-    options.redis.url = url.substr(0, url.find('?')) + "/0" + url.substr(url.find('?'));
-  }
+  SECTION("the URL with database 0") { options.redis.url = setup.url({}, "0"); }
   INFO("url " << options.redis.url);
   Client client(options);
   std::vector<std::unique_ptr<test::TestRedis>> replicas;
   std::vector<long long> replicaLookups;
-  for (const int port : test::sentinelReplicaPorts()) {
+  for (const int port : setup.serverPorts()) {
+    if (port == masterPort) continue;
     replicas.push_back(std::make_unique<test::TestRedis>("127.0.0.1", port));
     replicaLookups.push_back(keyspaceLookups(*replicas.back()));
   }
