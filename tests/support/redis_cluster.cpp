@@ -315,7 +315,7 @@ RedisCluster::RedisCluster(Settings settings) : settings_(std::move(settings)), 
       args.insert(args.end(), {"--requirepass", settings_.password, "--masterauth", settings_.password});
     }
     args.insert(args.end(), settings_.extraArgs.begin(), settings_.extraArgs.end());
-    nodes_.push_back(std::make_unique<RedisServerProcess>(args));
+    nodes_.push_back(RedisServerProcess::clusterNode(args));
   }
   std::vector<std::string> create{requireEnv("STREAMLOCK_TEST_REDIS_CLI")};
   if (!settings_.password.empty()) create.insert(create.end(), {"-a", settings_.password, "--no-auth-warning"});

@@ -59,10 +59,21 @@ RedisServerProcess::RedisServerProcess(std::string sentinelConfigFile, std::vect
   startOnFreePort();
 }
 
+RedisServerProcess::RedisServerProcess(ClusterNodeTag, std::vector<std::string> extraArgs)
+    : binary_(redisServerBinary()), portLimit_(55536), extraArgs_(std::move(extraArgs)) {
+  startOnFreePort();
+}
+
+std::unique_ptr<RedisServerProcess> RedisServerProcess::clusterNode(std::vector<std::string> extraArgs) {
+  return std::unique_ptr<RedisServerProcess>(new RedisServerProcess(ClusterNodeTag{}, std::move(extraArgs)));
+}
+
 void RedisServerProcess::startOnFreePort() {
   // A free port can be taken between choosing and binding it: try a few.
   for (int attempt = 0; attempt < 5; ++attempt) {
-    port_ = closedPort();
+    do {
+      port_ = closedPort();
+    } while (port_ >= portLimit_);
     if (spawnAndWait()) return;
   }
   throw std::runtime_error("RedisServerProcess: " + binary_ + " did not start");

@@ -4,6 +4,7 @@
 
 #include <sys/types.h>
 
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -17,6 +18,8 @@ class RedisServerProcess {
   // The same in sentinel mode (redis-server CONFIG --sentinel ...): configFile must be writable,
   // sentinel rewrites it.
   RedisServerProcess(std::string sentinelConfigFile, std::vector<std::string> extraArgs);
+  // A cluster node: a port below 55536, since its cluster bus listens on port + 10000.
+  static std::unique_ptr<RedisServerProcess> clusterNode(std::vector<std::string> extraArgs);
   ~RedisServerProcess();  // kills it
   RedisServerProcess(const RedisServerProcess&) = delete;
   RedisServerProcess& operator=(const RedisServerProcess&) = delete;
@@ -35,8 +38,11 @@ class RedisServerProcess {
  private:
   bool spawnAndWait();
   void startOnFreePort();
+  struct ClusterNodeTag {};
+  RedisServerProcess(ClusterNodeTag, std::vector<std::string> extraArgs);
   std::string binary_;
   std::string sentinelConfig_;  // empty: a plain redis-server
+  int portLimit_ = 65536;       // ports chosen below this
   std::vector<std::string> extraArgs_;
   int port_ = 0;
   pid_t pid_ = -1;
