@@ -17,14 +17,13 @@ namespace {
 
 // CRC16-CCITT (XMODEM): polynomial 0x1021, initial value 0, as in the cluster specification.
 std::uint16_t crc16(std::string_view data) {
-  std::uint16_t crc = 0;
+  unsigned crc = 0;
   for (const char c : data) {
-    crc = static_cast<std::uint16_t>(crc ^ (static_cast<std::uint16_t>(static_cast<unsigned char>(c)) << 8U));
-    for (int bit = 0; bit < 8; ++bit) {
-      crc = (crc & 0x8000U) != 0 ? static_cast<std::uint16_t>((crc << 1U) ^ 0x1021U) : static_cast<std::uint16_t>(crc << 1U);
-    }
+    crc ^= static_cast<unsigned>(static_cast<unsigned char>(c)) << 8U;
+    for (int bit = 0; bit < 8; ++bit) crc = (crc & 0x8000U) != 0 ? (crc << 1U) ^ 0x1021U : crc << 1U;
+    crc &= 0xFFFFU;
   }
-  return crc;
+  return static_cast<std::uint16_t>(crc);
 }
 
 std::string replyString(const redisReply* reply) {
