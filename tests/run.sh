@@ -29,14 +29,26 @@
 #
 # The tests get: STREAMLOCK_TEST_REDIS_URL, STREAMLOCK_TEST_REDIS_SERVER, STREAMLOCK_TEST_DATABASE_URL
 # (superuser "postgres", trust auth), STREAMLOCK_TEST_PG_PORT, STREAMLOCK_TEST_PG_STOP and
-# STREAMLOCK_TEST_PG_START (shell commands that stop/start the cluster and wait).
+# STREAMLOCK_TEST_PG_START (shell commands that stop/start the cluster and wait). And the shared
+# topologies (tests must not break them; destructive tests start private ones, see tests/support):
+#   STREAMLOCK_TEST_CLUSTER_URL        redis-cluster://127.0.0.1:P1,...,127.0.0.1:P6 (3 masters, 3 replicas)
+#   STREAMLOCK_TEST_CLUSTER_NODES      127.0.0.1:P1,...,127.0.0.1:P6
+#   STREAMLOCK_TEST_SENTINEL_URL       redis-sentinel://127.0.0.1:S1,127.0.0.1:S2,127.0.0.1:S3?master=NAME
+#   STREAMLOCK_TEST_SENTINEL_NAME      NAME;  STREAMLOCK_TEST_SENTINEL_PORTS  S1,S2,S3
+#   STREAMLOCK_TEST_SENTINEL_MASTER_PORT, STREAMLOCK_TEST_SENTINEL_REPLICA_PORTS (comma-separated)
+#   STREAMLOCK_TEST_PG_PRIMARY_URL     the database of STREAMLOCK_TEST_DATABASE_URL, as the primary
+#   STREAMLOCK_TEST_PG_STANDBY_URL     the same database on its streaming standby (read-only)
+#   STREAMLOCK_TEST_PG_STANDBY_PORT
+# and, for private setups: STREAMLOCK_TEST_REDIS_SENTINEL and STREAMLOCK_TEST_REDIS_CLI (binaries),
+# STREAMLOCK_TEST_PG_BINDIR (initdb, pg_ctl, pg_basebackup, postgres) and STREAMLOCK_TEST_SCRATCH
+# (a directory for their files, removed with the rest on exit).
 set -euo pipefail
 
 # Debian packages the build and the tests need; add new ones here.
 PACKAGES=(
   build-essential cmake pkg-config procps
   libhiredis-dev libpq-dev libssl-dev openssl libfmt-dev catch2 libcpp-httplib-dev nlohmann-json3-dev
-  redis-server postgresql postgresql-contrib chromium doxygen
+  redis-server redis-sentinel redis-tools postgresql postgresql-contrib chromium doxygen
 )
 # What --fuzz needs on top: clang and its runtimes (libFuzzer, ASan, UBSan).
 FUZZ_PACKAGES=(clang libclang-rt-dev)
@@ -148,12 +160,26 @@ configure_and_build() {
   cmake --build "$BUILD_DIR" --parallel "$(nproc)"
 }
 
-# Starts Redis and PostgreSQL in RUN_DIR, with the streamlock_test database, for the tests.
+# Starts Redis, the Redis Cluster, the Sentinel setup, PostgreSQL (with the streamlock_test
+# database) and its standby in RUN_DIR, for the tests. The cluster and the sentinels settle in the
+# background while PostgreSQL starts.
 start_services() {
+  local start=$SECONDS cluster_wait sentinel_wait
+  spawn_redis_cluster "$RUN_DIR/cluster"
+  form_redis_cluster >"$RUN_DIR/cluster/form.log" 2>&1 &
+  cluster_wait=$!
+  SERVICES_HELPER_PIDS+=("$cluster_wait")
+  spawn_redis_sentinel "$RUN_DIR/sentinel" streamlock-test
+  await_redis_sentinel >"$RUN_DIR/sentinel/await.log" 2>&1 &
+  sentinel_wait=$!
+  SERVICES_HELPER_PIDS+=("$sentinel_wait")
+
   start_redis "$RUN_DIR/redis" --enable-debug-command local
   export STREAMLOCK_TEST_REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0"
-  export STREAMLOCK_TEST_REDIS_SERVER
+  export STREAMLOCK_TEST_REDIS_SERVER STREAMLOCK_TEST_REDIS_SENTINEL STREAMLOCK_TEST_REDIS_CLI
   STREAMLOCK_TEST_REDIS_SERVER=$(command -v redis-server)
+  STREAMLOCK_TEST_REDIS_SENTINEL=$(command -v redis-sentinel)
+  STREAMLOCK_TEST_REDIS_CLI=$(command -v redis-cli)
 
   start_postgres "$RUN_DIR/postgres"
   local url="postgresql://postgres@127.0.0.1:$PG_PORT" psql
@@ -165,6 +191,33 @@ start_services() {
   export STREAMLOCK_TEST_PG_PORT=$PG_PORT
   export STREAMLOCK_TEST_PG_STOP="$(printf '%q ' "${PG_CTL[@]}") -m fast stop"
   export STREAMLOCK_TEST_PG_START="$(printf '%q ' "${PG_CTL[@]}") -l $(printf '%q' "$PG_LOG") start"
+  export STREAMLOCK_TEST_PG_BINDIR
+  STREAMLOCK_TEST_PG_BINDIR=$(pg_bindir)
+
+  start_postgres_standby "$RUN_DIR/standby"
+  export STREAMLOCK_TEST_PG_PRIMARY_URL=$STREAMLOCK_TEST_DATABASE_URL
+  export STREAMLOCK_TEST_PG_STANDBY_URL="postgresql://postgres@127.0.0.1:$PG_STANDBY_PORT/streamlock_test"
+  export STREAMLOCK_TEST_PG_STANDBY_PORT=$PG_STANDBY_PORT
+
+  wait "$cluster_wait" || { cat "$RUN_DIR/cluster/form.log" >&2; die "the Redis Cluster did not form"; }
+  log "Redis Cluster (3 masters, 3 replicas) on $CLUSTER_NODES"
+  export STREAMLOCK_TEST_CLUSTER_URL=$CLUSTER_URL
+  export STREAMLOCK_TEST_CLUSTER_NODES=$CLUSTER_NODES
+  wait "$sentinel_wait" || { cat "$RUN_DIR/sentinel/await.log" >&2; die "the Sentinel setup did not come up"; }
+  log "Sentinel setup: master 127.0.0.1:$SENTINEL_MASTER_PORT, replicas ${SENTINEL_REPLICA_PORTS[*]}," \
+    "sentinels ${SENTINEL_PORTS[*]}"
+  SERVICES_HELPER_PIDS=()
+  export STREAMLOCK_TEST_SENTINEL_URL=$SENTINEL_URL
+  export STREAMLOCK_TEST_SENTINEL_NAME=$SENTINEL_NAME
+  export STREAMLOCK_TEST_SENTINEL_PORTS STREAMLOCK_TEST_SENTINEL_REPLICA_PORTS
+  STREAMLOCK_TEST_SENTINEL_PORTS=$(IFS=,; echo "${SENTINEL_PORTS[*]}")
+  STREAMLOCK_TEST_SENTINEL_REPLICA_PORTS=$(IFS=,; echo "${SENTINEL_REPLICA_PORTS[*]}")
+  export STREAMLOCK_TEST_SENTINEL_MASTER_PORT=$SENTINEL_MASTER_PORT
+
+  export STREAMLOCK_TEST_SCRATCH=$RUN_DIR/scratch
+  mkdir -p "$STREAMLOCK_TEST_SCRATCH"
+  chmod 755 "$STREAMLOCK_TEST_SCRATCH"  # the postgres user must reach private data dirs inside
+  log "services up in $((SECONDS - start)) s"
 }
 
 # Kills a process and its descendants (ctest and the tests it runs), children first.

@@ -2,7 +2,10 @@
 // password in any message. Plus the Client refusing what parseRedisUrl refuses.
 #include <catch2/catch.hpp>
 
+#include <optional>
 #include <string>
+#include <string_view>
+#include <vector>
 
 #include "redis/url.h"
 #include "streamlock/client.h"
@@ -99,7 +102,7 @@ TEST_CASE("bracketed IPv6 host with and without port", "[unit]") {
   }
 }
 
-TEST_CASE("rediss URLs ask for TLS; unix URLs are unsupported", "[unit]") {
+TEST_CASE("rediss URLs ask for TLS, and unix URLs are unsupported", "[unit]") {
   const auto url = parseRedisUrl("rediss://:s3cr3t-pw@cache:6380/2");
   CHECK(url.tls);
   CHECK(url.host == "cache");
@@ -185,4 +188,97 @@ TEST_CASE("the Client refuses a URL it cannot serve", "[unit]") {
   CHECK(clientError("unix://:s3cr3t-pw@/var/run/redis.sock") == ErrorCode::Unsupported);
   CHECK(clientError("redis://:s3cr3t-pw@cache:notaport") == ErrorCode::InvalidArgument);
   CHECK(clientError("http://cache") == ErrorCode::InvalidArgument);
+}
+
+// ---- Issue 11: the topology URL forms (redis-cluster://, redis-sentinel:// and their rediss-
+// forms), served through the public API: the Client's constructor checks the URL and opens no
+// connection, so each form is either accepted or refused here without any server. ----
+
+namespace {
+
+// The code of the Error that constructing a Client on url throws, or nullopt when it accepts it.
+// Fails the test when a message shows the secret.
+std::optional<ErrorCode> clientRefusal(const std::string& url, const std::string& secret = "s3cr3t-pw") {
+  streamlock::Options options;
+  options.redis.url = url;
+  options.logger = [](streamlock::LogLevel, std::string_view) {};
+  try {
+    streamlock::Client client(options);
+  } catch (const Error& error) {
+    INFO("url: " << url << "\nmessage: " << error.what());
+    CHECK(std::string(error.what()).find(secret) == std::string::npos);
+    return error.code();
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+TEST_CASE("the Client accepts every topology URL form, each with user:password@", "[unit]") {
+  const std::vector<std::string> urls{
+      "redis-cluster://127.0.0.1:7000",
+      "redis-cluster://10.0.0.1:7000,10.0.0.2:7001,cache-3.internal:7002",
+      "redis-cluster://[::1]:7000,127.0.0.1:7001",
+      "redis-cluster://:s3cr3t-pw@10.0.0.1:7000,10.0.0.2:7001",
+      "redis-cluster://alice:s3cr3t-pw@10.0.0.1:7000,10.0.0.2:7001",
+      "redis-cluster://al%69ce:p%40ss-s3cr3t-pw@10.0.0.1:7000",
+      "rediss-cluster://10.0.0.1:7000,10.0.0.2:7001",
+      "rediss-cluster://alice:s3cr3t-pw@10.0.0.1:7000,10.0.0.2:7001",
+      "redis-sentinel://10.0.0.1:26379?master=mymaster",
+      "redis-sentinel://10.0.0.1:26379,10.0.0.2:26380,10.0.0.3:26381?master=mymaster",
+      "redis-sentinel://10.0.0.1:26379,10.0.0.2:26380/2?master=mymaster",
+      "redis-sentinel://:s3cr3t-pw@10.0.0.1:26379,10.0.0.2:26380/0?master=mymaster",
+      "redis-sentinel://alice:s3cr3t-pw@10.0.0.1:26379?master=mymaster",
+      "redis-sentinel://[::1]:26379,127.0.0.1:26380?master=my-master.1",
+      "rediss-sentinel://10.0.0.1:26379,10.0.0.2:26380?master=mymaster",
+      "rediss-sentinel://alice:s3cr3t-pw@10.0.0.1:26379,10.0.0.2:26380/1?master=mymaster",
+  };
+  for (const auto& url : urls) {
+    INFO("url: " << url);
+    const auto refused = clientRefusal(url);
+    INFO("refused with: " << (refused ? streamlock::toString(*refused) : "(accepted)"));
+    CHECK_FALSE(refused.has_value());
+  }
+}
+
+TEST_CASE("the Client refuses malformed topology URLs with InvalidArgument and no password", "[unit]") {
+  const std::vector<std::string> urls{
+      // cluster: no seed, an empty seed, bad ports, a database (a cluster has only db 0), a query
+      "redis-cluster://",
+      "redis-cluster://:s3cr3t-pw@",
+      "redis-cluster://10.0.0.1:7000,,10.0.0.2:7001",
+      "redis-cluster://10.0.0.1:7000,",
+      "redis-cluster://:s3cr3t-pw@10.0.0.1:notaport,10.0.0.2:7001",
+      "redis-cluster://alice:s3cr3t-pw@10.0.0.1:7000,10.0.0.2:65536",
+      "redis-cluster://10.0.0.1:7000,[::1:7001",
+      "redis-cluster://alice:s3cr3t-pw@10.0.0.1:7000/1",
+      "redis-cluster://10.0.0.1:7000?master=mymaster",
+      "rediss-cluster://alice:s3cr3t-pw@10.0.0.1:0",
+      // sentinel: no master name, an empty one, an unknown parameter, bad ports and databases
+      "redis-sentinel://10.0.0.1:26379",
+      "redis-sentinel://:s3cr3t-pw@10.0.0.1:26379",
+      "redis-sentinel://10.0.0.1:26379?master=",
+      "redis-sentinel://10.0.0.1:26379?mastr=mymaster",
+      "redis-sentinel://alice:s3cr3t-pw@10.0.0.1:26379?master=mymaster&master=other",
+      "redis-sentinel://?master=mymaster",
+      "redis-sentinel://10.0.0.1:26379,,10.0.0.2:26380?master=mymaster",
+      "redis-sentinel://:s3cr3t-pw@10.0.0.1:bad?master=mymaster",
+      "redis-sentinel://alice:s3cr3t-pw@10.0.0.1:26379/notadb?master=mymaster",
+      "redis-sentinel://10.0.0.1:26379/-1?master=mymaster",
+      "rediss-sentinel://alice:s3cr3t-pw@10.0.0.1:99999?master=mymaster",
+      // several hosts where only one makes sense
+      "redis://10.0.0.1:6379,10.0.0.2:6379",
+      "rediss://:s3cr3t-pw@10.0.0.1:6379,10.0.0.2:6379/0",
+  };
+  for (const auto& url : urls) {
+    INFO("url: " << url);
+    const auto refused = clientRefusal(url);
+    REQUIRE(refused.has_value());
+    CHECK(*refused == ErrorCode::InvalidArgument);
+  }
+  SECTION("nor the decoded form of a percent-encoded password") {
+    CHECK(clientRefusal("redis-cluster://:p%40ss-s3cr3t@10.0.0.1:bad", "p@ss-s3cr3t") == ErrorCode::InvalidArgument);
+    CHECK(clientRefusal("redis-sentinel://:p%40ss-s3cr3t@10.0.0.1:bad?master=m", "p@ss-s3cr3t") ==
+          ErrorCode::InvalidArgument);
+  }
 }

@@ -18,6 +18,10 @@
 // - keyspace notifications of a private redis-server record each lock's set / expire / del /
 //   expired events (used to detect a lock lost by a live worker, and for figures).
 //
+// Two cases: the locks on a private redis-server (ctest chaos.kill9), and on the shared Redis
+// Cluster of tests/run.sh (chaos.kill9_cluster, issue 11: the server and the workers get its
+// redis-cluster:// URL, and the test watches every master).
+//
 // Environment (defaults fit CI, about 30 s): STREAMLOCK_CHAOS_STREAMS (50), STREAMLOCK_CHAOS_SECONDS
 // (20, the length of the streaming phase), STREAMLOCK_CHAOS_SEED (random, printed),
 // STREAMLOCK_CHAOS_KILL_PERCENT (30), STREAMLOCK_CHAOS_TTL_S (3), STREAMLOCK_CHAOS_READERS (4).
@@ -39,6 +43,7 @@
 #include <cstring>
 #include <deque>
 #include <limits>
+#include <memory>
 #include <numeric>
 #include <random>
 #include <stdexcept>
@@ -50,7 +55,9 @@
 #include <catch2/catch.hpp>
 #include <hiredis/hiredis.h>
 
+#include "env.h"
 #include "harness.h"
+#include "redis_cluster.h"
 
 using namespace servertest;
 
@@ -460,9 +467,52 @@ struct Violation {
   std::string text;
 };
 
+// Where the locks live: the URL the server and the workers get, and the Redis servers whose
+// keyspace notifications and keys the test watches (every master of a cluster).
+struct RedisTarget {
+  std::string url;
+  std::vector<int> ports;
+  std::string name;
+};
+
+void runChaos(const RedisTarget& target);
+
 }  // namespace
 
 TEST_CASE("kill -9 chaos: writers killed mid-stream while readers poll the chat list", "[chaos]") {
+  // A private Redis: keyspace notifications are switched on in it.
+  PrivateRedis redis;
+  runChaos({redis.url(), {std::stoi(redis.url().substr(redis.url().rfind(':') + 1))}, "a private redis-server"});
+}
+
+// Issue 11: the same against the shared Redis Cluster of tests/run.sh (each chat's lock on the
+// master of its slot). It runs alone (RUN_SERIAL) and only adds keyspace notifications to the
+// masters, switched off again at the end.
+TEST_CASE("kill -9 chaos on a Redis Cluster: writers killed mid-stream while readers poll the chat list",
+          "[chaos][cluster]") {
+  std::vector<int> seeds;
+  for (const auto& [host, port] : streamlock::test::clusterNodes()) seeds.push_back(port);
+  streamlock::test::ClusterView view(seeds);
+  const auto masters = view.masterPorts();
+  REQUIRE(masters.size() == 3);
+  struct NotificationsOff {
+    streamlock::test::ClusterView& view;
+    std::vector<int> masters;
+    ~NotificationsOff() {
+      for (const int port : masters) {
+        try {
+          view.command(port, {"CONFIG", "SET", "notify-keyspace-events", ""});
+        } catch (const std::exception&) {
+        }
+      }
+    }
+  } off{view, masters};
+  runChaos({streamlock::test::clusterUrl(), masters, "the shared Redis Cluster"});
+}
+
+namespace {
+
+void runChaos(const RedisTarget& target) {
   const Settings settings = readSettings();
   const double ttl = static_cast<double>(settings.ttlS);
   std::printf("chaos: seed %llu (replay the plan with STREAMLOCK_CHAOS_SEED=%llu)\n",
@@ -470,10 +520,9 @@ TEST_CASE("kill -9 chaos: writers killed mid-stream while readers poll the chat 
   std::fflush(stdout);
   std::mt19937_64 rng(settings.seed);
 
-  // Services: a private Redis (keyspace notifications), the server with repair on, a caller.
-  PrivateRedis redis;
-  const int redisPort = std::stoi(redis.url().substr(redis.url().rfind(':') + 1));
-  const Server server({"--redis-url", redis.url(), "--lock-ttl-s", std::to_string(settings.ttlS),
+  // Services: the Redis target (keyspace notifications), the server with repair on, a caller.
+  std::printf("chaos: locks on %s (%s)\n", target.name.c_str(), target.url.c_str());
+  const Server server({"--redis-url", target.url, "--lock-ttl-s", std::to_string(settings.ttlS),
                        "--redis-timeout-ms", "1000"});
   Sql& sql = TestDatabase::get().sql();
   Seed seed(sql);
@@ -509,10 +558,13 @@ TEST_CASE("kill -9 chaos: writers killed mid-stream while readers poll the chat 
               workers.size(), plannedKills, settings.ttlS, startWindow, settings.readers);
   std::fflush(stdout);
 
-  LockWatch watch;
-  watch.port = redisPort;
-  watch.chatIndex = &readers.chatIndex;
-  watch.start();
+  std::vector<std::unique_ptr<LockWatch>> watches;  // one per server: a chat's events all come from one
+  for (const int port : target.ports) {
+    watches.push_back(std::make_unique<LockWatch>());
+    watches.back()->port = port;
+    watches.back()->chatIndex = &readers.chatIndex;
+    watches.back()->start();
+  }
 
   readers.port = server.port();
   readers.path = chatListPath(caller.workspaceId);
@@ -527,7 +579,7 @@ TEST_CASE("kill -9 chaos: writers killed mid-stream while readers poll the chat 
   const double phaseStart = testStart + 0.2;
   const double hardDeadline = phaseStart + static_cast<double>(settings.seconds) + 120;
   const std::vector<std::string> baseArgs{workerBinary(), "--database-url", TestDatabase::get().conninfo(),
-                                          "--redis-url", redis.url(), "--lock-ttl-s",
+                                          "--redis-url", target.url, "--lock-ttl-s",
                                           std::to_string(settings.ttlS)};
   {
     WorkerReaper reaper{workers};
@@ -576,9 +628,15 @@ TEST_CASE("kill -9 chaos: writers killed mid-stream while readers poll the chat 
   }
   while (wallNow() < lastDeadline + 1.0) std::this_thread::sleep_for(std::chrono::milliseconds{50});
   readers.join();
-  watch.stop();
+  std::vector<LockEvent> lockEventList;
+  std::string watchErrors;
+  for (auto& watch : watches) {
+    watch->stop();
+    lockEventList.insert(lockEventList.end(), watch->events.begin(), watch->events.end());
+    watchErrors += watch->error;
+  }
   const double testEnd = wallNow();
-  INFO("lock watch: " << watch.error);
+  INFO("lock watch: " << watchErrors);
 
   const std::string metricsText = server.get("/metrics").body;
 
@@ -622,9 +680,9 @@ TEST_CASE("kill -9 chaos: writers killed mid-stream while readers poll the chat 
   }
 
   // ---- lock events ----
-  std::size_t lockEvents = watch.events.size();
+  std::size_t lockEvents = lockEventList.size();
   std::vector<double> lastHeld(workers.size(), 0);
-  for (const auto& e : watch.events) {
+  for (const auto& e : lockEventList) {
     auto& w = workers[e.chat];
     if (e.kind == 's' || e.kind == 'e') {
       if (lastHeld[e.chat] > 0) w.maxHeartbeatGap = std::max(w.maxHeartbeatGap, e.at - lastHeld[e.chat]);
@@ -780,11 +838,14 @@ TEST_CASE("kill -9 chaos: writers killed mid-stream while readers poll the chat 
   if (serverFailed != 0) violations.push_back({4, "the server counted non-200 answers on the chat routes"});
 
   // Redis: no lock left behind.
-  redisContext* probe = connectRedis(redisPort);
-  auto* keys = runRedis(probe, {"KEYS", "copilot:chat-stream-lock:*"});
-  const std::size_t locksLeft = keys->elements;
-  freeReplyObject(keys);
-  redisFree(probe);
+  std::size_t locksLeft = 0;
+  for (const int port : target.ports) {
+    redisContext* probe = connectRedis(port);
+    auto* keys = runRedis(probe, {"KEYS", "copilot:chat-stream-lock:*"});
+    locksLeft += keys->elements;
+    freeReplyObject(keys);
+    redisFree(probe);
+  }
 
   auto count = [&](int check) {
     return static_cast<std::size_t>(std::count_if(violations.begin(), violations.end(),
@@ -846,3 +907,5 @@ TEST_CASE("kill -9 chaos: writers killed mid-stream while readers poll the chat 
   CHECK(v3 == 0);
   CHECK(v4 == 0);
 }
+
+}  // namespace

@@ -30,6 +30,34 @@ std::string redisUrl() { return requireEnv("STREAMLOCK_TEST_REDIS_URL"); }
 std::string redisServerBinary() { return requireEnv("STREAMLOCK_TEST_REDIS_SERVER"); }
 std::string databaseUrl() { return requireEnv("STREAMLOCK_TEST_DATABASE_URL"); }
 
+std::string clusterUrl() { return requireEnv("STREAMLOCK_TEST_CLUSTER_URL"); }
+std::vector<std::pair<std::string, int>> clusterNodes() { return parseHostPorts(requireEnv("STREAMLOCK_TEST_CLUSTER_NODES")); }
+std::string sentinelUrl() { return requireEnv("STREAMLOCK_TEST_SENTINEL_URL"); }
+std::string sentinelMasterName() { return requireEnv("STREAMLOCK_TEST_SENTINEL_NAME"); }
+std::vector<int> sentinelPorts() { return parsePorts(requireEnv("STREAMLOCK_TEST_SENTINEL_PORTS")); }
+int sentinelMasterPort() { return std::stoi(requireEnv("STREAMLOCK_TEST_SENTINEL_MASTER_PORT")); }
+std::vector<int> sentinelReplicaPorts() { return parsePorts(requireEnv("STREAMLOCK_TEST_SENTINEL_REPLICA_PORTS")); }
+
+std::vector<std::pair<std::string, int>> parseHostPorts(const std::string& list) {
+  std::vector<std::pair<std::string, int>> out;
+  std::istringstream items(list);
+  std::string item;
+  while (std::getline(items, item, ',')) {
+    const auto colon = item.rfind(':');
+    if (colon == std::string::npos) throw std::runtime_error("not host:port: " + item);
+    out.emplace_back(item.substr(0, colon), std::stoi(item.substr(colon + 1)));
+  }
+  return out;
+}
+
+std::vector<int> parsePorts(const std::string& list) {
+  std::vector<int> out;
+  std::istringstream items(list);
+  std::string item;
+  while (std::getline(items, item, ',')) out.push_back(std::stoi(item));
+  return out;
+}
+
 std::string uniqueId() {
   static std::atomic<std::uint64_t> counter{0};
   static const std::uint64_t seed = [] {

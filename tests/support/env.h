@@ -6,6 +6,8 @@
 #include <chrono>
 #include <functional>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "streamlock/options.h"
 
@@ -22,6 +24,22 @@ std::string redisUrl();
 std::string redisServerBinary();
 // STREAMLOCK_TEST_DATABASE_URL: a superuser on a throwaway cluster with pg_stat_statements.
 std::string databaseUrl();
+
+// The shared topologies of tests/run.sh (read-only for tests: destructive tests start their own).
+// STREAMLOCK_TEST_CLUSTER_URL: redis-cluster://127.0.0.1:P1,... (3 masters, 3 replicas).
+std::string clusterUrl();
+// STREAMLOCK_TEST_CLUSTER_NODES: the same nodes as host:port.
+std::vector<std::pair<std::string, int>> clusterNodes();
+// STREAMLOCK_TEST_SENTINEL_URL: redis-sentinel://127.0.0.1:S1,...?master=NAME.
+std::string sentinelUrl();
+// STREAMLOCK_TEST_SENTINEL_NAME, _PORTS, _MASTER_PORT and _REPLICA_PORTS.
+std::string sentinelMasterName();
+std::vector<int> sentinelPorts();
+int sentinelMasterPort();
+std::vector<int> sentinelReplicaPorts();
+// "host1:port1,host2:port2" -> pairs; "p1,p2" -> ports.
+std::vector<std::pair<std::string, int>> parseHostPorts(const std::string& list);
+std::vector<int> parsePorts(const std::string& list);
 
 // 16 random hex digits, different in every call and every process.
 std::string uniqueId();

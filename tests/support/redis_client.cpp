@@ -76,6 +76,29 @@ Reply TestRedis::command(const std::vector<std::string>& argv) {
   return reply;
 }
 
+void TestRedis::pipeline(const std::vector<std::vector<std::string>>& commands,
+                         const std::function<void(const redisReply*, const std::vector<std::string>&)>& check) {
+  for (const auto& argv : commands) {
+    std::vector<const char*> args;
+    std::vector<std::size_t> lengths;
+    for (const auto& arg : argv) {
+      args.push_back(arg.data());
+      lengths.push_back(arg.size());
+    }
+    if (redisAppendCommandArgv(context_, static_cast<int>(args.size()), args.data(), lengths.data()) != REDIS_OK) {
+      throw std::runtime_error("TestRedis: cannot queue a command for " + where_);
+    }
+  }
+  for (const auto& argv : commands) {
+    void* raw = nullptr;
+    if (redisGetReply(context_, &raw) != REDIS_OK || raw == nullptr) {
+      throw std::runtime_error("TestRedis: pipeline on " + where_ + " failed: " + context_->errstr);
+    }
+    const Reply reply(static_cast<redisReply*>(raw));
+    check(reply.get(), argv);
+  }
+}
+
 Reply TestRedis::ok(const std::vector<std::string>& argv) {
   Reply reply = command(argv);
   if (reply->type == REDIS_REPLY_ERROR) {

@@ -2,6 +2,7 @@
 
 // A tiny blocking hiredis client for the tests' own assertions (argv form only).
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -32,6 +33,10 @@ class TestRedis {
   Reply command(const std::vector<std::string>& argv);
   // Sends one command and throws when the reply is an error reply.
   Reply ok(const std::vector<std::string>& argv);
+  // Sends every command in one write, then reads the replies in order, calling check on each with
+  // its command (one round trip however many). Throws on an I/O error.
+  void pipeline(const std::vector<std::vector<std::string>>& commands,
+                const std::function<void(const redisReply*, const std::vector<std::string>&)>& check);
 
   // Sends one command that answers an integer.
   long long integer(const std::vector<std::string>& argv);

@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "env.h"
+#include "process.h"
 #include "subprocess.h"
 
 namespace streamlock::test {
@@ -31,8 +32,8 @@ long long pidInInfo(const std::string& info) {
   }
 }
 
-// The process id of the plaintext redis-server answering on port, or -1.
-long long plaintextAnsweringPid(int port) {
+// The process id of the plaintext redis-server answering on port, or -1 (AUTH first with a password).
+long long plaintextAnsweringPid(int port, const std::string& password) {
   timeval timeout{};
   timeout.tv_usec = 200000;
   redisContext* context = redisConnectWithTimeout("127.0.0.1", port, timeout);
@@ -40,6 +41,11 @@ long long plaintextAnsweringPid(int port) {
   long long pid = -1;
   if (context->err == 0) {
     redisSetTimeout(context, timeout);
+    if (!password.empty()) {
+      const char* auth[] = {"AUTH", password.c_str()};
+      auto* reply = static_cast<redisReply*>(redisCommandArgv(context, 2, auth, nullptr));
+      if (reply != nullptr) freeReplyObject(reply);
+    }
     const char* argv[] = {"INFO", "server"};
     auto* reply = static_cast<redisReply*>(redisCommandArgv(context, 2, argv, nullptr));
     if (reply != nullptr && reply->type == REDIS_REPLY_STRING) pid = pidInInfo(std::string(reply->str, reply->len));
@@ -81,10 +87,26 @@ RedisServerProcess RedisServerProcess::withTls(RedisTls tls, std::vector<std::st
   return RedisServerProcess(TlsTag{}, std::move(tls), std::move(extraArgs));
 }
 
+RedisServerProcess::RedisServerProcess(std::string sentinelConfigFile, std::vector<std::string> extraArgs)
+    : binary_(redisServerBinary()), sentinelConfig_(std::move(sentinelConfigFile)), extraArgs_(std::move(extraArgs)) {
+  startOnFreePort();
+}
+
+RedisServerProcess::RedisServerProcess(ClusterNodeTag, std::vector<std::string> extraArgs)
+    : binary_(redisServerBinary()), portLimit_(55536), extraArgs_(std::move(extraArgs)) {
+  startOnFreePort();
+}
+
+std::unique_ptr<RedisServerProcess> RedisServerProcess::clusterNode(std::vector<std::string> extraArgs) {
+  return std::unique_ptr<RedisServerProcess>(new RedisServerProcess(ClusterNodeTag{}, std::move(extraArgs)));
+}
+
 void RedisServerProcess::startOnFreePort() {
   // A free port can be taken between choosing and binding it: try a few.
   for (int attempt = 0; attempt < 5; ++attempt) {
-    port_ = closedPort();
+    do {
+      port_ = closedPort();
+    } while (port_ >= portLimit_);
     if (spawnAndWait()) return;
   }
   throw std::runtime_error("RedisServerProcess: " + binary_ + " did not start" + (tls_ ? " (TLS)" : ""));
@@ -99,7 +121,12 @@ std::string RedisServerProcess::url() const {
 }
 
 long long RedisServerProcess::answeringPid() const {
-  return tls_ ? tlsAnsweringPid(binary_, port_, tlsFiles_) : plaintextAnsweringPid(port_);
+  if (tls_) return tlsAnsweringPid(binary_, port_, tlsFiles_);
+  std::string password;  // the last --requirepass wins, as in redis-server
+  for (std::size_t i = 0; i + 1 < extraArgs_.size(); ++i) {
+    if (extraArgs_[i] == "--requirepass") password = extraArgs_[i + 1];
+  }
+  return plaintextAnsweringPid(port_, password);
 }
 
 void RedisServerProcess::pause() {
@@ -128,6 +155,7 @@ void RedisServerProcess::start() {
 
 bool RedisServerProcess::spawnAndWait() {
   std::vector<std::string> args{binary_};
+  if (!sentinelConfig_.empty()) args.insert(args.end(), {sentinelConfig_, "--sentinel"});
   if (tls_) {
     for (const auto& arg : {std::string("--port"), std::string("0"), std::string("--tls-port"), std::to_string(port_),
                             std::string("--tls-cert-file"), tlsFiles_.certFile, std::string("--tls-key-file"),
@@ -140,6 +168,7 @@ bool RedisServerProcess::spawnAndWait() {
   }
   args.insert(args.end(), {"--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--enable-debug-command", "local"});
   args.insert(args.end(), extraArgs_.begin(), extraArgs_.end());
+  // No descriptor of the test leaks into the server, which dies with the test process.
   pid_ = spawnChild(args);
 
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);

@@ -5,6 +5,7 @@
 
 #include <sys/types.h>
 
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -33,6 +34,11 @@ class RedisServerProcess {
   // A factory rather than a constructor, so that RedisServerProcess({"--arg", "value"}) stays
   // unambiguous. Usage: auto server = RedisServerProcess::withTls(testCertificates().redisTls());
   static RedisServerProcess withTls(RedisTls tls, std::vector<std::string> extraArgs = {});
+  // The same in sentinel mode (redis-server CONFIG --sentinel ...): configFile must be writable,
+  // sentinel rewrites it.
+  RedisServerProcess(std::string sentinelConfigFile, std::vector<std::string> extraArgs);
+  // A cluster node: a port below 55536, since its cluster bus listens on port + 10000.
+  static std::unique_ptr<RedisServerProcess> clusterNode(std::vector<std::string> extraArgs);
   ~RedisServerProcess();  // kills it
   RedisServerProcess(const RedisServerProcess&) = delete;
   RedisServerProcess& operator=(const RedisServerProcess&) = delete;
@@ -46,6 +52,8 @@ class RedisServerProcess {
   void resume();  // SIGCONT
   void kill();    // SIGKILL and reap: the port refuses connections
   void start();   // starts again on the same port and waits until it answers
+  bool running() const noexcept { return pid_ > 0; }
+  pid_t pid() const noexcept { return pid_; }
 
  private:
   struct TlsTag {};
@@ -53,7 +61,11 @@ class RedisServerProcess {
   void startOnFreePort();
   bool spawnAndWait();
   long long answeringPid() const;
+  struct ClusterNodeTag {};
+  RedisServerProcess(ClusterNodeTag, std::vector<std::string> extraArgs);
   std::string binary_;
+  std::string sentinelConfig_;  // empty: a plain redis-server
+  int portLimit_ = 65536;       // ports chosen below this
   std::vector<std::string> extraArgs_;
   bool tls_ = false;
   RedisTls tlsFiles_;

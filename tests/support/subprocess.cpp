@@ -28,7 +28,11 @@ std::string findExecutable(const std::string& name) {
   throw std::runtime_error(name + " is not installed (not found in PATH)");
 }
 
-pid_t spawnChild(const std::vector<std::string>& argv, int outputFd) {
+namespace {
+
+// Starts argv with stdout and stderr on outputFd (-1: /dev/null), as process.h's spawnChild does
+// for a file.
+pid_t spawnWithOutput(const std::vector<std::string>& argv, int outputFd) {
   std::vector<std::string> args = argv;
   std::vector<char*> pointers;
   for (auto& arg : args) pointers.push_back(arg.data());
@@ -58,13 +62,7 @@ pid_t spawnChild(const std::vector<std::string>& argv, int outputFd) {
   return pid;
 }
 
-void killAndReap(pid_t pid) noexcept {
-  if (pid <= 0) return;
-  ::kill(pid, SIGKILL);  // also ends a stopped process
-  int status = 0;
-  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-  }
-}
+}  // namespace
 
 ProcessResult runProcess(const std::vector<std::string>& argv, std::chrono::milliseconds timeout) {
   std::vector<std::string> args = argv;
@@ -73,7 +71,7 @@ ProcessResult runProcess(const std::vector<std::string>& argv, std::chrono::mill
   if (::pipe2(pipeFds, O_CLOEXEC) != 0) throw std::runtime_error("pipe2 failed");
   pid_t pid = -1;
   try {
-    pid = spawnChild(args, pipeFds[1]);
+    pid = spawnWithOutput(args, pipeFds[1]);
   } catch (...) {
     ::close(pipeFds[0]);
     ::close(pipeFds[1]);
@@ -122,7 +120,7 @@ BackgroundProcess::BackgroundProcess(std::vector<std::string> argv, const std::s
     if (out < 0) throw std::runtime_error("cannot create " + outputFile);
   }
   try {
-    pid_ = spawnChild(argv, out);
+    pid_ = spawnWithOutput(argv, out);
   } catch (...) {
     if (out >= 0) ::close(out);
     throw;

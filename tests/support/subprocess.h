@@ -1,7 +1,8 @@
 #pragma once
 
-// Child processes of the tests (redis-server, redis-cli, openssl): one way to start them, so that
-// each gets stdin from /dev/null, none of the test's other descriptors, and dies with the test.
+// Commands the tests run (openssl, redis-cli) and background helpers (openssl s_server), on top of
+// process.h (which starts every child the same way: stdin from /dev/null, none of the test's other
+// descriptors, dying with the test).
 
 #include <sys/types.h>
 
@@ -9,18 +10,13 @@
 #include <string>
 #include <vector>
 
+#include "process.h"
+
 namespace streamlock::test {
 
 // The path of an executable: name itself when it holds a '/', else the first match in PATH.
 // Throws std::runtime_error when there is none.
 std::string findExecutable(const std::string& name);
-
-// Starts argv (argv[0] a path, see findExecutable) with stdout and stderr on outputFd (-1:
-// /dev/null). The child gets SIGKILL when the test process dies. Throws when fork fails.
-pid_t spawnChild(const std::vector<std::string>& argv, int outputFd = -1);
-
-// SIGKILL (harmless when it has exited) and reap.
-void killAndReap(pid_t pid) noexcept;
 
 struct ProcessResult {
   int exitCode = -1;       // -1 when killed by a signal (or at the timeout)
