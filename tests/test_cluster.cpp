@@ -410,6 +410,9 @@ TEST_CASE("correct owners while a slot holding live locks is migrated") {
     FAIL_CHECK("acquire in the migrating slot failed: " << error.what());
   }
   CHECK(midLock.has_value());
+  // Kept alive through the rest of the migration (its extends follow ASK, then the new owner).
+  streamlock::Heartbeat midHeartbeat;
+  if (midLock) midHeartbeat = midLock->startHeartbeat();
   view.command(to, {"ASKING"});  // for the next command on this connection
   CHECK(text(view.command(to, {"GET", test::lockKey(options, midChat)}).get()) == midStream);
 

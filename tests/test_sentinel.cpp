@@ -344,6 +344,9 @@ TEST_CASE("reads, writes and heartbeats follow a SENTINEL FAILOVER (+switch-mast
   test::TestRedis newRedis("127.0.0.1", newMaster);
   // The old master is now a replica: a client still writing there gets -READONLY.
   REQUIRE(test::waitUntil([&] { return setup.role(oldMaster) == "slave"; }, 15s));
+  // How long the sentinels take to agree is theirs (seconds on a busy machine); the library's part
+  // counts from here.
+  const auto switched = Clock::now();
 
   // An acquire succeeds on the new master within a few seconds.
   std::optional<streamlock::StreamLock> after;
@@ -357,10 +360,12 @@ TEST_CASE("reads, writes and heartbeats follow a SENTINEL FAILOVER (+switch-mast
         }
       },
       10s, 50ms);
-  std::printf("SENTINEL FAILOVER %d -> %d: an acquire succeeded %lld ms after it began\n", oldMaster, newMaster,
-              static_cast<long long>(test::elapsedSince(started).count()));
+  std::printf("SENTINEL FAILOVER %d -> %d: the sentinels agreed %lld ms after it began; an acquire succeeded %lld ms "
+              "after that\n",
+              oldMaster, newMaster, static_cast<long long>((switched - started) / 1ms),
+              static_cast<long long>(test::elapsedSince(switched).count()));
   REQUIRE(acquired);
-  CHECK(test::elapsedSince(started) < 8s);
+  CHECK(test::elapsedSince(switched) < 3s);
   CHECK(newRedis.get(test::lockKey(options, "after-chat")) == std::optional<std::string>("after-stream"));
   // The held lock's heartbeat moved too: two more extends, and the key's TTL on the new master
   // was refreshed by them.

@@ -185,7 +185,9 @@ RedisUrl parseRedisUrl(std::string_view url) {
     if (name != "master" || eq == std::string_view::npos || out.kind != RedisTopologyKind::Sentinel) {
       invalid("unsupported query parameter (only master=NAME, for redis-sentinel:// URLs)");
     }
+    if (!out.masterName.empty()) invalid("master= given twice");
     out.masterName = percentDecode(pair.substr(eq + 1), "master name");
+    if (out.masterName.empty()) invalid("an empty master name");
     begin = amp + 1;
   }
   if (out.kind == RedisTopologyKind::Sentinel && out.masterName.empty()) {
