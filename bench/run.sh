@@ -15,13 +15,14 @@
 #   STREAMLOCK_BENCH_REPETITIONS  --benchmark_repetitions (default 5; the tables use the median)
 #
 # The benchmarks get STREAMLOCK_BENCH_REDIS_URL and STREAMLOCK_BENCH_DATABASE_URL (superuser
-# "postgres", trust auth). The whole run takes about two minutes on two cores.
+# The benchmarks get STREAMLOCK_BENCH_REDIS_URL, STREAMLOCK_BENCH_CLUSTER_URL (a local 6-node Redis Cluster)
+# and STREAMLOCK_BENCH_DATABASE_URL (superuser
 set -euo pipefail
 
 PACKAGES=(
   build-essential cmake pkg-config procps
   libhiredis-dev libpq-dev libssl-dev libfmt-dev libbenchmark-dev
-  redis-server postgresql
+  redis-server redis-tools postgresql
 )
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -77,6 +78,9 @@ configure_and_build() {
 start_services() {
   start_redis "$RUN_DIR/redis"
   export STREAMLOCK_BENCH_REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0"
+  # bench_cluster: a local 6-node Redis Cluster (3 masters).
+  start_redis_cluster "$RUN_DIR/cluster"
+  export STREAMLOCK_BENCH_CLUSTER_URL=$CLUSTER_URL
   # Without pg_stat_statements, as always here: its hook would add to every statement measured.
   start_postgres "$RUN_DIR/postgres" "shared_preload_libraries = ''"
   local url="postgresql://postgres@127.0.0.1:$PG_PORT" psql
@@ -107,7 +111,7 @@ run_benchmarks() {
                --benchmark_display_aggregates_only=true
                --benchmark_counters_tabular=true)
   local bench
-  for bench in bench_lookup bench_lock bench_repair; do
+  for bench in bench_lookup bench_lock bench_repair bench_cluster; do
     echo
     echo "== $bench"
     run "$BUILD_DIR/bench/$bench" "${flags[@]}" "${BENCH_ARGS[@]}"

@@ -3,6 +3,7 @@
 #
 #   examples/demo.sh            run the demo, then clean everything up
 #   examples/demo.sh --keep     ...and keep the server running for you until Ctrl-C
+#   examples/demo.sh --cluster  the same with the locks on a local Redis Cluster (6 nodes)
 #
 # It installs what is missing (Debian/Ubuntu, apt-get), builds into build-demo/, starts a
 # throwaway Redis and PostgreSQL on free loopback ports, and tears them down on exit or Ctrl-C.
@@ -14,12 +15,14 @@ source "$ROOT/tests/services.sh"  # install_debian_packages, start_redis, start_
 BUILD_DIR=${BUILD_DIR:-$ROOT/build-demo}
 LOCK_TTL_S=4
 KEEP=0
+CLUSTER=0
 
 for arg in "$@"; do
   case $arg in
     --keep) KEEP=1 ;;
+    --cluster) CLUSTER=1 ;;
     -h | --help)
-      sed -n '2,8p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+      sed -n '2,9p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
       exit 0
       ;;
     *) echo "demo.sh: unknown argument $arg (try --help)" >&2; exit 2 ;;
@@ -74,6 +77,7 @@ say "Built $SERVER"
 WORK=$(mktemp -d /tmp/streamlock-demo.XXXXXX)
 chmod 755 "$WORK"
 REDIS_PID='' PG_DATA='' SERVER_PID='' WORKER_PID=''
+CLUSTER_PIDS=()
 
 cleanup() {
   trap - EXIT INT TERM
@@ -84,22 +88,33 @@ cleanup() {
     kill -TERM "$SERVER_PID" 2>/dev/null && wait "$SERVER_PID" 2>/dev/null
   fi
   stop_redis
+  stop_redis_cluster
   stop_postgres
   rm -rf "$WORK"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-step "Starting a throwaway Redis"
-start_redis "$WORK/redis"
-say "Redis holds the stream locks: key copilot:chat-stream-lock:<chatId>, value = the stream's id."
+if ((CLUSTER)); then
+  step "Starting a throwaway Redis Cluster (3 masters, 3 replicas)"
+  start_redis_cluster "$WORK/cluster"
+  REDIS_URL_DEMO=$CLUSTER_URL
+  REDIS_CLI=(redis-cli -c -p "${CLUSTER_PORTS[0]}")
+  say "The cluster holds the stream locks: each key copilot:chat-stream-lock:<chatId> in its own slot;"
+  say "the server and the worker reach it with $REDIS_URL_DEMO."
+else
+  step "Starting a throwaway Redis"
+  start_redis "$WORK/redis"
+  REDIS_URL_DEMO="redis://127.0.0.1:$REDIS_PORT"
+  REDIS_CLI=(redis-cli -p "$REDIS_PORT")
+  say "Redis holds the stream locks: key copilot:chat-stream-lock:<chatId>, value = the stream's id."
+fi
 
 step "Starting a throwaway PostgreSQL"
 start_postgres "$WORK/pg"
 PSQL=(psql -h 127.0.0.1 -p "$PG_PORT" -U postgres -X -q -P null=NULL)
 "${PSQL[@]}" -c "CREATE DATABASE mothership"
 DATABASE_URL_DEMO="postgresql://postgres@127.0.0.1:$PG_PORT/mothership"
-REDIS_URL_DEMO="redis://127.0.0.1:$REDIS_PORT"
 say "PostgreSQL holds the chats; copilot_chats.conversation_id is the \"active stream\" marker."
 
 # ---------------------------------------------------------------------------------------------
@@ -154,7 +169,7 @@ say "It had no chance to clear its marker. In PostgreSQL the marker is still set
 show_marker
 say "Without streamlock, this chat would say \"generating…\" forever: the marker has no TTL."
 say "Redis still holds the lock for at most ${LOCK_TTL_S}s more (nobody extends it now):"
-say "  GET copilot:chat-stream-lock:$CHAT -> $(redis-cli -p "$REDIS_PORT" --raw GET "copilot:chat-stream-lock:$CHAT")"
+say "  GET copilot:chat-stream-lock:$CHAT -> $("${REDIS_CLI[@]}" --raw GET "copilot:chat-stream-lock:$CHAT")"
 say "Until it expires the endpoint still reports activeStreamId $(active_stream_id):"
 say "a lock that is still alive cannot be told apart from a live stream."
 
