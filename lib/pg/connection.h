@@ -235,7 +235,6 @@ class PgConnection final : public IoHandler {
   std::size_t host_ = 0;
   Deadline connectDeadline_{};
   Deadline attemptDeadline_{};
-  int pollStatus_ = 0;
   std::string connectErrors_;
   bool attemptTimedOut_ = false;  // the last failed attempt ran out of time
 
