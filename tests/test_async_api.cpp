@@ -335,7 +335,7 @@ void headline(Options options) {
   Client client(options);
   // The Client has its connection open; then Redis hangs: the kernel keeps accepting bytes, nothing
   // answers.
-  REQUIRE(client.getActiveChatStreamIds({"warm-up"}).status == LookupStatus::Verified);
+  REQUIRE(test::waitUntil([&] { return client.getActiveChatStreamIds({"warm-up"}).status == LookupStatus::Verified; }));
   server.pause();
 
   const auto caller = std::this_thread::get_id();
@@ -603,7 +603,7 @@ TEST_CASE("executor: the completions pending at shutdown() are all handed to the
   options.breaker.failureThreshold = 0;
   options.redis.lookupDeadline = 5s;  // pending until shutdown, not until the deadline
   Client client(options);
-  REQUIRE(client.getActiveChatStreamIds({"warm-up"}).status == LookupStatus::Verified);
+  REQUIRE(test::waitUntil([&] { return client.getActiveChatStreamIds({"warm-up"}).status == LookupStatus::Verified; }));
   server.pause();
 
   constexpr std::size_t n = 50;
@@ -814,7 +814,7 @@ TEST_CASE("completion form of acquireStreamLock: a lock, busy (nullopt), or an E
     auto options = test::clientOptions(server.url(), log);
     options.redis.commandTimeout = 300ms;
     Client client(options);
-    REQUIRE(client.getActiveChatStreamIds({"warm-up"}).status == LookupStatus::Verified);
+    REQUIRE(test::waitUntil([&] { return client.getActiveChatStreamIds({"warm-up"}).status == LookupStatus::Verified; }));
     server.pause();
     const auto start = Clock::now();
     Calls<AcquireResult> acquire;
@@ -1066,7 +1066,7 @@ TEST_CASE("threads: 500 concurrent completion-form calls use the I/O thread and 
   const auto before = threadsWithoutClient();
   Client client(options);
   if (hung) {
-    REQUIRE(client.getActiveChatStreamIds({"warm-up"}).status == LookupStatus::Verified);
+    REQUIRE(test::waitUntil([&] { return client.getActiveChatStreamIds({"warm-up"}).status == LookupStatus::Verified; }));
     server.pause();
   }
 

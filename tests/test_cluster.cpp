@@ -472,7 +472,7 @@ TEST_CASE("correct owners while a master fails over") {
   const int master = view.masterPorts().front();
 
   Client client(options);
-  REQUIRE(client.getActiveChatStreamIds(chats).status == LookupStatus::Verified);
+  REQUIRE(test::waitUntil([&] { return client.getActiveChatStreamIds(chats).status == LookupStatus::Verified; }));
   BackgroundReader background(client, chats, set.expected);
 
   std::optional<Milliseconds> verifiedAgain;

@@ -153,7 +153,7 @@ TEST_CASE("unknown: Redis paused (SIGSTOP) answers unknown once the deadline pas
 
   SECTION("on a pooled connection") {
     Client client(options);
-    REQUIRE(client.getActiveChatStreamIds({"chat-a"}).status == LookupStatus::Verified);
+    REQUIRE(test::waitUntil([&] { return client.getActiveChatStreamIds({"chat-a"}).status == LookupStatus::Verified; }));
     client.pendingStreams().record("chat-b", "stream-b");
     server.pause();
     const auto start = std::chrono::steady_clock::now();
@@ -185,7 +185,7 @@ TEST_CASE("after Redis restarts on the same port the next call is verified again
   auto options = test::clientOptions(server.url(), log);
   options.breaker.failureThreshold = 0;  // no cool-down to account for
   Client client(options);
-  REQUIRE(client.getActiveChatStreamIds({"chat-a"}).status == LookupStatus::Verified);
+  REQUIRE(test::waitUntil([&] { return client.getActiveChatStreamIds({"chat-a"}).status == LookupStatus::Verified; }));
 
   SECTION("after a failed call while it was down") {
     server.kill();
@@ -460,7 +460,7 @@ TEST_CASE("a pooled connection the server killed does not make the next lookup u
   auto options = test::clientOptions(server.url(), log);
   Client client(options);
   admin.set(test::lockKey(options, "chat-a"), "stream-a");
-  REQUIRE(client.getActiveChatStreamIds({"chat-a"}).status == LookupStatus::Verified);
+  REQUIRE(test::waitUntil([&] { return client.getActiveChatStreamIds({"chat-a"}).status == LookupStatus::Verified; }));
 
   REQUIRE(admin.integer({"CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"}) >= 1);
   const auto result = client.getActiveChatStreamIds({"chat-a"});

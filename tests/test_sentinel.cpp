@@ -221,7 +221,7 @@ TEST_CASE("a lock acquired with waitReplicas = 1 is on a replica when acquire re
     INFO("Options::lock.waitReplicas (issue 11) does not exist yet");
     REQUIRE(setWaitReplicas(options.lock, 1));
     Client client(options);
-    REQUIRE(client.getActiveChatStreamIds({"warm-up"}).status == LookupStatus::Verified);
+    REQUIRE(test::waitUntil([&] { return client.getActiveChatStreamIds({"warm-up"}).status == LookupStatus::Verified; }));
     std::vector<std::unique_ptr<test::TestRedis>> replicas;
     for (const int port : test::sentinelReplicaPorts()) replicas.push_back(std::make_unique<test::TestRedis>("127.0.0.1", port));
     const auto waitsBefore = master.calls("wait");

@@ -413,7 +413,7 @@ TEST_CASE("[case 1] an acquire that times out leaves no lock of its stream behin
   Client client(options);
   const auto key = test::lockKey(options, "c1");
   // A connection is open: the SET goes out at once and waits, unread, in the paused server.
-  REQUIRE(client.getActiveChatStreamIds({"c1"}).status == LookupStatus::Verified);
+  REQUIRE(test::waitUntil([&] { return client.getActiveChatStreamIds({"c1"}).status == LookupStatus::Verified; }));
 
   server.pause();
   const auto start = Clock::now();
@@ -1089,7 +1089,7 @@ TEST_CASE("[rule a] lookups that failed only waiting for a pooled connection do 
   Client client(options);
   const auto threshold = options.breaker.failureThreshold;
   REQUIRE(threshold == 3);
-  REQUIRE(client.getActiveChatStreamIds({"warm-up"}).status == LookupStatus::Verified);  // the connection is open
+  REQUIRE(test::waitUntil([&] { return client.getActiveChatStreamIds({"warm-up"}).status == LookupStatus::Verified; }));  // the connection is open
   const auto mgetsBefore = redis.calls("mget");
 
   server.pause();

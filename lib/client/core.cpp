@@ -267,13 +267,18 @@ void ClientCore::abandonAfterFork() noexcept {
   dueHeartbeats_.clear();
 }
 
+// In this order everywhere: the loop's work, its post queue, the callback queue, the held locks (the
+// I/O thread takes the last three only while it holds the first; no thread holds one of them while
+// it waits for an earlier one).
 void ClientCore::lockForFork() noexcept {
   if (!loop_.inLoopThread()) loop_.workMutex().lock();
   loop_.postMutex().lock();
   delivery_->queueMutex().lock();
+  heldMutex_.lock();
 }
 
 void ClientCore::unlockAfterFork(bool child) noexcept {
+  heldMutex_.unlock();
   delivery_->queueMutex().unlock();
   loop_.postMutex().unlock();
   if (!loop_.inLoopThread()) loop_.workMutex().unlock();

@@ -17,6 +17,10 @@ std::shared_ptr<HeartbeatEntry> ClientCore::startHeartbeat(const std::string& ch
   entry->onLost = std::move(onLost);
   entry->acquiredAt = acquiredAt;
   if (!redisUrl_) return entry;  // a process-local lock cannot expire
+  if (forked_.load()) {
+    entry->stopped = true;  // a fork() child never extends its parent's locks
+    return entry;
+  }
   {
     std::lock_guard<std::mutex> guard(heldMutex_);
     if (!held_.count({chatId, streamId})) {

@@ -237,6 +237,8 @@ void ClientCore::queueUnsentCleanups() {
 // --- Release -------------------------------------------------------------------------------------
 
 bool ClientCore::takeHeld(const std::string& chatId, const std::string& streamId) {
+  // A fork() child's copy of a parent's lock: the lock is the parent's; touch nothing.
+  if (forked_.load()) return false;
   std::vector<std::shared_ptr<HeartbeatEntry>> stopped;
   {
     std::lock_guard<std::mutex> guard(heldMutex_);
