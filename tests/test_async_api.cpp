@@ -32,6 +32,7 @@
 #include "capture_log.h"
 #include "client_options.h"
 #include "env.h"
+#include "watchdog.h"
 #include "pg.h"
 #include "redis_client.h"
 #include "redis_server.h"
@@ -60,6 +61,7 @@ using Owners = std::unordered_map<std::string, std::string>;
 using Value = std::optional<std::string>;
 using namespace std::chrono_literals;
 namespace test = streamlock::test;
+using streamlock::test::Watchdog;
 
 namespace {
 
@@ -85,37 +87,6 @@ constexpr const char* kBuild = "plain";
 constexpr int kSlowdown = 1;
 constexpr const char* kBuild = "plain";
 #endif
-
-// Ends the process with a message when the scope it guards has not ended within its bound: a
-// library that hangs fails the test case instead of holding ctest until its timeout.
-class Watchdog {
- public:
-  Watchdog(std::string what, std::chrono::seconds bound)
-      : thread_([this, what = std::move(what), bound] {
-          std::unique_lock<std::mutex> lock(mutex_);
-          if (disarmed_.wait_for(lock, bound, [this] { return done_; })) return;
-          std::fprintf(stderr, "async_api: \"%s\" did not end within %lld s: the library hangs\n", what.c_str(),
-                       static_cast<long long>(bound.count()));
-          std::fflush(stderr);
-          std::_Exit(3);
-        }) {}
-  ~Watchdog() {
-    {
-      const std::lock_guard<std::mutex> lock(mutex_);
-      done_ = true;
-    }
-    disarmed_.notify_one();
-    thread_.join();
-  }
-  Watchdog(const Watchdog&) = delete;
-  Watchdog& operator=(const Watchdog&) = delete;
-
- private:
-  std::mutex mutex_;
-  std::condition_variable disarmed_;
-  bool done_ = false;
-  std::thread thread_;  // last: it starts once the members it uses exist
-};
 
 // True on a thread while it is inside a call that initiates an asynchronous operation: a
 // completion that sees it true ran inside the call that started it.

@@ -19,6 +19,7 @@
 #include "capture_log.h"
 #include "env.h"
 #include "pg.h"
+#include "net_faults.h"
 #include "pg_pair.h"
 #include "streamlock/client.h"
 #include "streamlock/error.h"
@@ -69,7 +70,7 @@ std::string sharedDatabaseName() {
 
 TEST_CASE("a hung first PostgreSQL host: the first statement succeeds within about a second") {
   test::Watchdog watchdog("hung first host", 60s);
-  test::HungListener hung;
+  test::SilentListener hung(test::SilentListener::Mode::Accept);
   const std::string realPort = test::requireEnv("STREAMLOCK_TEST_PG_PORT");
   const std::string conninfo = "host=127.0.0.1,127.0.0.1 port=" + std::to_string(hung.port()) + "," + realPort +
                                " dbname=" + sharedDatabaseName() + " user=postgres target_session_attrs=read-write";

@@ -17,6 +17,7 @@
 
 #include "env.h"
 #include "pg.h"
+#include "net_faults.h"
 #include "pg_pair.h"
 #include "redis_cluster.h"
 #include "redis_sentinel.h"
@@ -162,7 +163,7 @@ TEST_CASE("harness: a private PostgreSQL pair streams and promotes, and a hung l
   CHECK(promoted.scalar("SELECT pg_is_in_recovery()::text") == std::optional<std::string>("false"));
   promoted.exec("INSERT INTO t VALUES (1)");
 
-  test::HungListener hung;
+  test::SilentListener hung(test::SilentListener::Mode::Accept);
   const auto connectStart = std::chrono::steady_clock::now();
   PGconn* conn = PQconnectdb(("host=127.0.0.1 port=" + std::to_string(hung.port()) +
                               " dbname=postgres user=postgres connect_timeout=2").c_str());

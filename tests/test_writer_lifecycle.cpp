@@ -46,6 +46,8 @@
 #include "capture_log.h"
 #include "client_options.h"
 #include "env.h"
+#include "net_faults.h"
+#include "watchdog.h"
 #include "redis_client.h"
 #include "redis_server.h"
 #include "streamlock/client.h"
@@ -67,40 +69,9 @@ using Clock = std::chrono::steady_clock;
 using Value = std::optional<std::string>;
 using namespace std::chrono_literals;
 namespace test = streamlock::test;
+using streamlock::test::Watchdog;
 
 namespace {
-
-// Ends the process with a message when the scope it guards has not ended within its bound: a
-// library that hangs (a deadlock, a self-join, a wait without deadline) fails the test case at
-// once instead of holding ctest until its timeout. Declare it first in a test case.
-class Watchdog {
- public:
-  Watchdog(std::string what, std::chrono::seconds bound)
-      : thread_([this, what = std::move(what), bound] {
-          std::unique_lock<std::mutex> lock(mutex_);
-          if (disarmed_.wait_for(lock, bound, [this] { return done_; })) return;
-          std::fprintf(stderr, "writer_lifecycle: \"%s\" did not end within %lld s: the library hangs\n", what.c_str(),
-                       static_cast<long long>(bound.count()));
-          std::fflush(stderr);
-          std::_Exit(3);
-        }) {}
-  ~Watchdog() {
-    {
-      const std::lock_guard<std::mutex> lock(mutex_);
-      done_ = true;
-    }
-    disarmed_.notify_one();
-    thread_.join();
-  }
-  Watchdog(const Watchdog&) = delete;
-  Watchdog& operator=(const Watchdog&) = delete;
-
- private:
-  std::mutex mutex_;
-  std::condition_variable disarmed_;
-  bool done_ = false;
-  std::thread thread_;  // last: it starts once the members it uses exist
-};
 
 // A one-shot event with the time it happened.
 class Event {
@@ -331,55 +302,6 @@ class LineProcess {
   pid_t pid_ = -1;
   int fd_ = -1;
   std::string buffer_;
-};
-
-// A TCP listener on 127.0.0.1 that completes handshakes (the kernel does) and never answers: a
-// hung server as its clients see it. With acceptConnections it also accepts them (and never
-// writes); otherwise they stay in the kernel's accept queue.
-class SilentServer {
- public:
-  explicit SilentServer(bool acceptConnections) {
-    listener_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (listener_ < 0) throw std::runtime_error("socket() failed");
-    sockaddr_in address{};
-    address.sin_family = AF_INET;
-    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t length = sizeof address;
-    auto* generic = reinterpret_cast<sockaddr*>(&address);
-    if (::bind(listener_, generic, length) != 0 || ::listen(listener_, 64) != 0 ||
-        ::getsockname(listener_, generic, &length) != 0) {
-      ::close(listener_);
-      throw std::runtime_error("cannot listen on 127.0.0.1");
-    }
-    port_ = ntohs(address.sin_port);
-    if (acceptConnections) {
-      acceptor_ = std::thread([this] {
-        while (!stop_) {
-          pollfd incoming{listener_, POLLIN, 0};
-          if (::poll(&incoming, 1, 20) <= 0) continue;
-          const int connection = ::accept4(listener_, nullptr, nullptr, SOCK_CLOEXEC);
-          if (connection >= 0) accepted_.push_back(connection);  // held open, never written to
-        }
-      });
-    }
-  }
-  ~SilentServer() {
-    stop_ = true;
-    if (acceptor_.joinable()) acceptor_.join();
-    for (const int connection : accepted_) ::close(connection);
-    ::close(listener_);
-  }
-  SilentServer(const SilentServer&) = delete;
-  SilentServer& operator=(const SilentServer&) = delete;
-
-  int port() const noexcept { return port_; }
-
- private:
-  int listener_ = -1;
-  int port_ = 0;
-  std::atomic<bool> stop_{false};
-  std::vector<int> accepted_;  // the acceptor's until it is joined
-  std::thread acceptor_;
 };
 
 // Heartbeats every 100 ms on a 2 s lock: a deleted key is noticed at once.
@@ -950,9 +872,9 @@ TEST_CASE("[case 4] a negative waitFor is no wait: nullopt at once while another
 
 TEST_CASE("[case 5] a reconcile with repair returns within 1.5 s while PostgreSQL accepts TCP and never answers") {
   const Watchdog watchdog("[case 5] repair on a hung PostgreSQL", 60s);
-  std::optional<SilentServer> postgres;
-  SECTION("connections left in the accept queue") { postgres.emplace(false); }
-  SECTION("connections accepted, never answered") { postgres.emplace(true); }
+  std::optional<test::SilentListener> postgres;
+  SECTION("connections left in the accept queue") { postgres.emplace(test::SilentListener::Mode::Backlog); }
+  SECTION("connections accepted, never answered") { postgres.emplace(test::SilentListener::Mode::Accept); }
   test::CapturedLog log;
   auto options = test::clientOptions(test::redisUrl(), log);
   options.postgres.conninfo =

@@ -110,18 +110,22 @@ class SentinelTopology final : public RedisTopology {
     for (auto& then : waiting) then(master, error);
   }
 
+  // A connection to sentinel `index`: no AUTH (the URL's credentials are the master's), TLS for
+  // the rediss form, a short connect deadline.
+  std::unique_ptr<RedisConnection> connectionToSentinel(std::size_t index) {
+    const RedisEndpoint& endpoint = settings_.url.endpoints[index];
+    RedisServerSettings settings;
+    settings.host = endpoint.host;
+    settings.port = endpoint.port;
+    settings.tls = settings_.tls;
+    settings.connectTimeout = sentinelTimeout();
+    return std::make_unique<RedisConnection>(loop_, std::move(settings));
+  }
+
   RedisConnection& sentinel(std::size_t index) {
     if (sentinels_.size() < settings_.url.endpoints.size()) sentinels_.resize(settings_.url.endpoints.size());
     auto& connection = sentinels_[index];
-    if (!connection) {
-      const RedisEndpoint& endpoint = settings_.url.endpoints[index];
-      RedisServerSettings settings;
-      settings.host = endpoint.host;
-      settings.port = endpoint.port;
-      settings.tls = settings_.tls;
-      settings.connectTimeout = sentinelTimeout();
-      connection = std::make_unique<RedisConnection>(loop_, std::move(settings));
-    }
+    if (!connection) connection = connectionToSentinel(index);
     return *connection;
   }
 
@@ -239,13 +243,7 @@ class SentinelTopology final : public RedisTopology {
   // +switch-master on the sentinel that answered: a failover drops the master at once.
   void subscribe(std::size_t index) {
     if (subscriber_) return;
-    const RedisEndpoint& endpoint = settings_.url.endpoints[index];
-    RedisServerSettings settings;
-    settings.host = endpoint.host;
-    settings.port = endpoint.port;
-    settings.tls = settings_.tls;
-    settings.connectTimeout = sentinelTimeout();
-    subscriber_ = std::make_unique<RedisConnection>(loop_, std::move(settings));
+    subscriber_ = connectionToSentinel(index);
     std::weak_ptr<bool> alive = alive_;
     subscriber_->onPush([this, alive](Reply message) {
       if (alive.expired()) return;

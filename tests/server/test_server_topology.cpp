@@ -14,6 +14,7 @@
 
 #include "env.h"
 #include "harness.h"
+#include "net_faults.h"
 #include "pg_pair.h"
 #include "redis_client.h"
 #include "redis_cluster.h"
@@ -40,7 +41,7 @@ std::unique_ptr<Server> startServer(const std::vector<std::string>& flags, const
 }  // namespace
 
 TEST_CASE("a hung first PostgreSQL host: the server answers /healthz within 3 s of starting", "[server][topology]") {
-  st::HungListener hung;
+  st::SilentListener hung(st::SilentListener::Mode::Accept);
   auto& database = TestDatabase::get();  // created before the clock starts
   const std::string conninfo = "host=127.0.0.1,127.0.0.1 port=" + std::to_string(hung.port()) + "," +
                                requireEnv("STREAMLOCK_TEST_PG_PORT") + " dbname=" + database.name() +

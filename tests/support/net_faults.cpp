@@ -62,9 +62,28 @@ bool forward(int from, int to) {
 
 }  // namespace
 
-SilentListener::SilentListener() { fd_ = listenOnLoopback(&port_); }
+SilentListener::SilentListener(Mode mode) {
+  fd_ = listenOnLoopback(&port_);
+  if (mode == Mode::Backlog) return;
+  acceptor_ = std::thread([this] {
+    std::vector<int> held;  // accepted and never answered, closed at the end
+    while (!stop_) {
+      pollfd entry{fd_, POLLIN, 0};
+      if (::poll(&entry, 1, 20) <= 0) continue;
+      const int fd = ::accept4(fd_, nullptr, nullptr, SOCK_CLOEXEC);
+      if (fd < 0) continue;
+      held.push_back(fd);
+      ++accepted_;
+    }
+    for (const int fd : held) ::close(fd);
+  });
+}
 
-SilentListener::~SilentListener() { ::close(fd_); }
+SilentListener::~SilentListener() {
+  stop_ = true;
+  if (acceptor_.joinable()) acceptor_.join();
+  ::close(fd_);
+}
 
 FaultProxy::FaultProxy(int upstreamPort) : upstreamPort_(upstreamPort) {
   listener_ = listenOnLoopback(&port_);

@@ -11,19 +11,26 @@
 
 namespace streamlock::test {
 
-// A TCP listener on 127.0.0.1 that leaves connections in its backlog and never answers: the
-// kernel completes the handshake, nothing is ever read or written.
+// A TCP listener on 127.0.0.1 that a client sees as a hung server: the kernel completes the
+// handshake, and nothing is ever written. Backlog: connections stay in the kernel's accept queue.
+// Accept: a thread accepts them (counted) and holds them open, never reading or writing.
 class SilentListener {
  public:
-  SilentListener();  // throws std::runtime_error when it cannot listen
+  enum class Mode { Backlog, Accept };
+  explicit SilentListener(Mode mode = Mode::Backlog);  // throws std::runtime_error when it cannot listen
   ~SilentListener();
   SilentListener(const SilentListener&) = delete;
   SilentListener& operator=(const SilentListener&) = delete;
   int port() const noexcept { return port_; }
+  // Connections accepted so far (Mode::Accept).
+  std::size_t accepted() const noexcept { return accepted_.load(); }
 
  private:
   int fd_ = -1;
   int port_ = 0;
+  std::atomic<bool> stop_{false};
+  std::atomic<std::size_t> accepted_{0};
+  std::thread acceptor_;
 };
 
 // A TCP proxy on 127.0.0.1 in front of 127.0.0.1:upstreamPort, one thread. cutSilently() plays a

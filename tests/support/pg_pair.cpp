@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <thread>
 #include <stdexcept>
 #include <vector>
 
@@ -135,42 +136,6 @@ void PgStandbyPair::killPrimary() { primary_->kill(); }
 void PgStandbyPair::promoteStandby() {
   runCommand({bindir_ + "/pg_ctl", "promote", "-D", dir_ + "/standby", "-w", "-t", "30"}, std::chrono::seconds(60),
              {true, dir_ + "/promote.log"});
-}
-
-// ---- HungListener ----
-
-HungListener::HungListener() {
-  listenFd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-  if (listenFd_ < 0) throw std::runtime_error("HungListener: socket() failed");
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t length = sizeof address;
-  auto* generic = reinterpret_cast<sockaddr*>(&address);
-  if (::bind(listenFd_, generic, length) != 0 || ::listen(listenFd_, 128) != 0 ||
-      ::getsockname(listenFd_, generic, &length) != 0) {
-    ::close(listenFd_);
-    throw std::runtime_error("HungListener: cannot listen on 127.0.0.1");
-  }
-  port_ = ntohs(address.sin_port);
-  thread_ = std::thread([this] {
-    std::vector<int> held;  // accepted and never answered, closed at the end
-    while (!stop_) {
-      pollfd entry{listenFd_, POLLIN, 0};
-      if (::poll(&entry, 1, 20) <= 0) continue;
-      const int fd = ::accept4(listenFd_, nullptr, nullptr, SOCK_CLOEXEC);
-      if (fd < 0) continue;
-      held.push_back(fd);
-      ++accepted_;
-    }
-    for (const int fd : held) ::close(fd);
-  });
-}
-
-HungListener::~HungListener() {
-  stop_ = true;
-  thread_.join();
-  ::close(listenFd_);
 }
 
 }  // namespace streamlock::test

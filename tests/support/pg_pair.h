@@ -5,11 +5,9 @@
 
 #include <sys/types.h>
 
-#include <atomic>
 #include <chrono>
 #include <memory>
 #include <string>
-#include <thread>
 
 namespace streamlock::test {
 
@@ -63,26 +61,6 @@ class PgStandbyPair {
   std::string bindir_;
   std::unique_ptr<PgServerProcess> primary_;
   std::unique_ptr<PgServerProcess> standby_;
-};
-
-// A TCP listener on 127.0.0.1 that accepts connections and never sends a byte: a hung server as
-// a client sees it (the connect succeeds, nothing answers). Counts the connections it accepted.
-class HungListener {
- public:
-  HungListener();
-  ~HungListener();
-  HungListener(const HungListener&) = delete;
-  HungListener& operator=(const HungListener&) = delete;
-
-  int port() const noexcept { return port_; }
-  std::size_t accepted() const noexcept { return accepted_.load(); }
-
- private:
-  int listenFd_ = -1;
-  int port_ = 0;
-  std::atomic<bool> stop_{false};
-  std::atomic<std::size_t> accepted_{0};
-  std::thread thread_;
 };
 
 }  // namespace streamlock::test
