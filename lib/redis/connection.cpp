@@ -249,7 +249,9 @@ void RedisConnection::close(const Error& error) {
   const std::uint64_t written = written_;
   out_.clear();
   queued_ = written_;
+  std::weak_ptr<bool> alive = alive_;
   failAll(error, written);
+  if (!alive.expired() && onClose_) onClose_(error);
 }
 
 void RedisConnection::failAll(const Error& error, std::uint64_t written) {

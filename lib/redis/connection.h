@@ -72,6 +72,10 @@ class RedisConnection final : public IoHandler {
   // Called each time a new connection has opened (before the queued requests are written), so
   // that the owner can queue what must come first.
   void onOpen(std::function<void()> hook) { onOpen_ = std::move(hook); }
+  // Told each time the connection closes on an error (EOF, I/O or protocol error, a failed connect),
+  // after the requests in flight failed: Sentinel drops a master whose connection closed, so that
+  // the next command asks the sentinels again instead of reconnecting to the cached address.
+  void onClose(std::function<void(const Error&)> hook) { onClose_ = std::move(hook); }
   // Receives the replies that answer no request: the messages of a SUBSCRIBE (sentinel's
   // +switch-master). Without it such a reply is a protocol error.
   void onPush(std::function<void(Reply)> handler) { onPush_ = std::move(handler); }
@@ -133,6 +137,7 @@ class RedisConnection final : public IoHandler {
   RequestId nextId_ = 1;
   std::function<void()> onOpen_;
   std::function<void(Reply)> onPush_;
+  std::function<void(const Error&)> onClose_;
 };
 
 }  // namespace streamlock::detail

@@ -92,7 +92,11 @@ class SentinelTopology final : public RedisTopology {
     for (auto& old : retired_) old->closeSilently();
   }
 
-  void suspect() override { dropMaster(generation_, "a command timed out"); }
+  // A command timed out: drop the master in use. A master still being checked (ROLE in flight) is
+  // left alone: its discovery ends by itself, with the answer or the connection's failure.
+  void suspect() override {
+    if (ready_) dropMaster(generation_, "a command timed out");
+  }
 
  private:
   using Waiter = std::function<void(RedisConnection*, std::optional<Error>)>;
@@ -181,6 +185,12 @@ class SentinelTopology final : public RedisTopology {
     retire(std::move(master_));
     master_ = std::make_unique<RedisConnection>(loop_, serverSettings(settings_, host, port, settings_.url.db));
     const std::uint64_t generation = ++generation_;
+    // Never reconnect to this address: a closed connection (the master died, a restart, a network
+    // error) makes the next command ask the sentinels again.
+    std::weak_ptr<bool> aliveOnClose = alive_;
+    master_->onClose([this, aliveOnClose, generation](const Error& error) {
+      if (!aliveOnClose.expired()) dropMaster(generation, error.what());
+    });
     std::string resp;
     appendCommand(resp, {"ROLE"});
     std::weak_ptr<bool> alive = alive_;
@@ -224,10 +234,13 @@ class SentinelTopology final : public RedisTopology {
   void dropMaster(std::uint64_t generation, const std::string& why) {
     if (generation != generation_ || !master_ || closed_) return;
     ++generation_;
+    const bool interruptedDiscovery = !ready_;
     ready_ = false;
     auto old = std::move(master_);
     old->close(Error(ErrorCode::ConnectionLost, "dropped the Redis master (" + why + "); asking the sentinels again"));
     retire(std::move(old));
+    // Its ROLE answer will be ignored now: whoever waited for it needs a new discovery.
+    if (interruptedDiscovery && !waiting_.empty()) discover(0);
   }
 
   // Connections are destroyed after the loop iteration: one may be inside its own handler now.
