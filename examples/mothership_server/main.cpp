@@ -21,7 +21,7 @@
 #include <streamlock/version.h>
 
 #include "config.h"
-#include "http_server.h"
+#include "http/http_server.h"
 #include "log.h"
 #include "metrics.h"
 #include "request.h"
