@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <memory>
 #include <thread>
 
@@ -59,9 +60,16 @@ streamlock::Options clientOptions(const ServerConfig& config) {
   options.redis.connectTimeout = config.redisTimeout;
   options.postgres.conninfo = config.databaseUrl;
   options.postgres.poolSize = config.pgPoolSize;
+  options.postgres.pipelineDepth = config.pgPipelineDepth;
   options.postgres.statementTimeout = config.pgTimeout;
   options.lock.ttl = config.lockTtl;
   options.logger = examples::logFromLibrary;
+  // Completions run inline, on the library's I/O thread, which the library's rule for executors
+  // (queue only, never run inline) allows for a host whose completions never block and never make
+  // a blocking call. The server's do neither (routes.cpp: they compute, call completion forms, and
+  // hand the reply to the waiting HTTP thread, which logs). So "rows -> lookup and repair -> JSON"
+  // runs without a hop between threads, and the HTTP thread is woken once per request.
+  options.executor = [](std::function<void()> task) { task(); };
   return options;
 }
 
