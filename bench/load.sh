@@ -585,4 +585,5 @@ main() {
   [[ $SWEEP -eq 0 ]] || sweep
 }
 
-main "$@"
+# Sourced (bench/load/compare.sh uses the functions above), it runs nothing.
+[[ ${BASH_SOURCE[0]} != "$0" ]] || main "$@"
