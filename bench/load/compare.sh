@@ -11,7 +11,8 @@
 # Usage: bench/load/compare.sh [--rounds N] [--duration S] [--connections N] [--endpoints LIST]
 #                              [--perf] [--pgbench] --config NAME BINARY [FLAGS] [--config ...]
 #   --config NAME BINARY FLAGS  a configuration: a mothership_server binary and its flags (one
-#                               word, split on spaces; "" for none)
+#                               word, split on spaces; "" for none); words NAME=VALUE before the
+#                               flags are set in the server's environment
 #   --rounds N                  rounds (default 3)
 #   --duration S                seconds of each wrk run (default 6)
 #   --connections N             wrk connections (default 32)
@@ -56,13 +57,14 @@ while [[ $# -gt 0 ]]; do
 done
 [[ ${#NAMES[@]} -gt 0 ]] || die "give at least one --config"
 
-# Starts BINARY with FLAGS (as load.sh's start_server does with its own build).
+# Starts BINARY with [NAME=VALUE...] FLAGS (as load.sh's start_server does with its own build).
 start_binary() {
-  local binary=$1 out=$RUN_DIR/server.out err=$RUN_DIR/server.err i
+  local binary=$1 out=$RUN_DIR/server.out err=$RUN_DIR/server.err i environment=()
   shift
+  while [[ $# -gt 0 && $1 =~ ^[A-Za-z_][A-Za-z0-9_]*= ]]; do environment+=("$1"); shift; done
   : >"$out"
-  printf '+ %s\n' "$(printf '%q ' "$binary" --listen 127.0.0.1:0 --database-url "$DB_URL" --redis-url "$REDIS_URL" "$@")"
-  "$binary" --listen 127.0.0.1:0 --database-url "$DB_URL" --redis-url "$REDIS_URL" "$@" </dev/null >"$out" 2>>"$err" &
+  printf '+ %s\n' "$(printf '%q ' env "${environment[@]}" "$binary" --listen 127.0.0.1:0 --database-url "$DB_URL" --redis-url "$REDIS_URL" "$@")"
+  env "${environment[@]}" "$binary" --listen 127.0.0.1:0 --database-url "$DB_URL" --redis-url "$REDIS_URL" "$@" </dev/null >"$out" 2>>"$err" &
   SERVER_PID=$!
   for ((i = 0; i < 200; i++)); do
     if grep -q '^listening on ' "$out"; then
@@ -121,17 +123,17 @@ measure() {
 floor() {
   local endpoint=$1 script=$2 out=$RUN_DIR/pgbench.out before after vars=()
   if [[ $endpoint = list ]]; then vars=(-D "p1=$TOKEN" -D "p2=$WORKSPACE" -D p3=false); else vars=(-D "p1=$TOKEN" -D "p2=$LIVE_CHAT"); fi
-  before=$(cpu_snapshot)
+  # (cpu_snapshot wants a running server: without one, /proc//stat is /proc/stat.)
+  before=$(postgres_ticks)
   pgbench -n -M prepared -c "$CONNECTIONS" -j 2 -T "$DURATION" -f "$script" "${vars[@]}" "$DB_URL" >"$out" 2>&1 ||
     { cat "$out"; die "pgbench failed"; }
-  after=$(cpu_snapshot)
-  local tps transactions p0 p1 pg_us lat
+  sleep 0.5  # pgbench's backends exit: reaped, their time is in the postmaster's cutime
+  after=$(postgres_ticks)
+  local tps transactions pg_us lat
   tps=$(awk '/^tps = / { printf "%.0f", $3 }' "$out")
   transactions=$(awk '/^number of transactions actually processed:/ { print $6 }' "$out")
   lat=$(awk '/^latency average/ { print $4 }' "$out")
-  read -r _ p0 _ <<<"$before"
-  read -r _ p1 _ <<<"$after"
-  pg_us=$(awk -v t="$((p1 - p0))" -v tck="$CLK_TCK" -v n="$transactions" 'BEGIN { printf "%.0f", t * 1e6 / tck / n }')
+  pg_us=$(awk -v t="$((after - before))" -v tck="$CLK_TCK" -v n="$transactions" 'BEGIN { printf "%.0f", t * 1e6 / tck / n }')
   echo "pgbench $endpoint: $tps tps, average latency $lat ms; per transaction: postgres $pg_us us"
   ROWS+=("pgbench $endpoint $tps - - - $pg_us - -")
 }
