@@ -66,7 +66,8 @@ Serves the mothership chat API with active-stream markers reconciled against Red
                             (rediss://; default: the system's trust store)
   --redis-tls-cert FILE     client certificate (PEM), for a Redis that requires one
   --redis-tls-key FILE      its private key (PEM)
-  --threads N               HTTP worker threads, one per open connection (default 256)
+  --threads N               most HTTP threads, one per open connection, started as needed
+                            (default 1024); connections beyond them queue
   --pg-pool-size N          PostgreSQL connections (default 4); concurrent requests share them
   --pg-pipeline-depth N     statements in flight at once on one connection, from any requests
                             (libpq pipeline mode; default 16, 1 to 1024; 1: one at a time)

@@ -9,7 +9,7 @@
 namespace mothership {
 
 struct HttpLimits {
-  std::size_t threads = 256;                          // connections served at once, one thread each
+  std::size_t threads = 1024;                         // connections served at once, one thread each
   std::size_t maxQueued = 1024;                       // accepted connections waiting for a thread
   std::chrono::milliseconds keepAlive{3000};          // idle wait for a connection's next request
   std::chrono::milliseconds idlePressureGrace{100};   // the same while connections queue

@@ -18,9 +18,8 @@ void run(const std::function<void()>& fn) {
 }  // namespace
 
 BoundedTaskQueue::BoundedTaskQueue(std::size_t threads, std::size_t maxQueued, std::atomic<std::size_t>& waiting)
-    : maxQueued_(maxQueued), waiting_(waiting) {
+    : maxThreads_(threads), maxQueued_(maxQueued), waiting_(waiting) {
   threads_.reserve(threads);
-  for (std::size_t i = 0; i < threads; ++i) threads_.emplace_back([this] { work(); });
 }
 
 BoundedTaskQueue::~BoundedTaskQueue() { shutdown(); }
@@ -28,10 +27,19 @@ BoundedTaskQueue::~BoundedTaskQueue() { shutdown(); }
 void BoundedTaskQueue::enqueue(std::function<void()> fn) {
   {
     const std::lock_guard<std::mutex> lock(mutex_);
-    if (jobs_.size() < maxQueued_) {
+    if (!stopping_ && jobs_.size() < maxQueued_) {
       jobs_.push_back(std::move(fn));
+      if (!idle_.empty()) {
+        Idle* last = idle_.back();  // the warmest one
+        idle_.pop_back();
+        last->woken = true;
+        ++handedOff_;
+        last->wake.notify_one();
+      } else if (threads_.size() < maxThreads_) {
+        ++handedOff_;  // the new thread takes a job first
+        threads_.emplace_back([this] { work(); });
+      }
       publish();
-      ready_.notify_one();
       return;
     }
   }
@@ -45,34 +53,51 @@ void BoundedTaskQueue::shutdown() {
     const std::lock_guard<std::mutex> lock(mutex_);
     if (stopping_) return;
     stopping_ = true;
+    for (Idle* idle : idle_) {
+      idle->woken = true;
+      ++handedOff_;
+      idle->wake.notify_one();
+    }
+    idle_.clear();
   }
-  ready_.notify_all();
-  for (auto& thread : threads_) thread.join();  // the queued connections are served (and closed) first
+  // No thread starts any more: the queued connections are served (and closed) first.
+  for (auto& thread : threads_) thread.join();
 }
 
 bool BoundedTaskQueue::refusing() noexcept { return t_refusing; }
 
-// A connection queued while a thread is idle is taken at once: only those beyond the idle threads
-// wait. (Counting every queued one would see pressure in the instant between an accept and a free
-// thread taking the connection, and make idle keep-alive connections give their thread up for
-// nothing.)
-void BoundedTaskQueue::publish() { waiting_.store(jobs_.size() > idle_ ? jobs_.size() - idle_ : 0); }
+// The connections that wait for a thread: those queued beyond the threads already on their way to
+// one. (Counting every queued connection would see pressure in the instant between an accept and a
+// free thread taking it, and make idle keep-alive connections give their thread up for nothing.)
+void BoundedTaskQueue::publish() {
+  waiting_.store(jobs_.size() > handedOff_ ? jobs_.size() - handedOff_ : 0);
+}
 
 void BoundedTaskQueue::work() {
+  Idle self;
+  std::unique_lock<std::mutex> lock(mutex_);
+  bool handedOff = true;  // started for a job
   for (;;) {
-    std::function<void()> fn;
-    {
-      std::unique_lock<std::mutex> lock(mutex_);
-      ++idle_;
-      publish();
-      ready_.wait(lock, [this] { return !jobs_.empty() || stopping_; });
-      --idle_;
-      if (jobs_.empty()) return;
-      fn = std::move(jobs_.front());
+    if (handedOff) {
+      --handedOff_;
+      handedOff = false;
+    }
+    if (!jobs_.empty()) {
+      std::function<void()> fn = std::move(jobs_.front());
       jobs_.pop_front();
       publish();
+      lock.unlock();
+      run(fn);
+      fn = nullptr;  // whatever it holds is released outside the lock
+      lock.lock();
+      continue;
     }
-    run(fn);
+    if (stopping_) return;
+    self.woken = false;
+    idle_.push_back(&self);
+    publish();
+    self.wake.wait(lock, [&self] { return self.woken; });
+    handedOff = true;
   }
 }
 
