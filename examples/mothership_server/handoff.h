@@ -8,7 +8,7 @@
 //
 // Handoff<T> is owned by a shared_ptr held by both sides, so that the side that is done last frees
 // it. Promise<T> is the completions' end: it sets the value once, and a promise dropped without
-// having set one (a completion that threw, or that was destroyed uncalled) sets `fallback`, so
+// having set one (a completion that threw, or that was destroyed uncalled) sets fallback(), so
 // that the waiting thread never waits for ever.
 
 #include <linux/futex.h>
@@ -57,10 +57,9 @@ class Handoff {
 template <class T>
 class Promise {
  public:
-  Promise(std::shared_ptr<Handoff<T>> handoff, T fallback)
-      : handoff_(std::move(handoff)), fallback_(std::move(fallback)) {}
+  Promise(std::shared_ptr<Handoff<T>> handoff, T (*fallback)()) : handoff_(std::move(handoff)), fallback_(fallback) {}
   ~Promise() {
-    if (!done_) handoff_->set(std::move(fallback_));
+    if (!done_) handoff_->set(fallback_());
   }
   Promise(const Promise&) = delete;
   Promise& operator=(const Promise&) = delete;
@@ -73,7 +72,7 @@ class Promise {
 
  private:
   std::shared_ptr<Handoff<T>> handoff_;
-  T fallback_;
+  T (*fallback_)();
   bool done_ = false;
 };
 

@@ -100,7 +100,7 @@ using ReplyPromise = std::shared_ptr<Promise<Reply>>;
 template <typename Start>
 Reply await(Start&& start) {
   auto handoff = std::make_shared<Handoff<Reply>>();
-  start(std::make_shared<Promise<Reply>>(handoff, errorReply(500, "Internal server error")));
+  start(std::make_shared<Promise<Reply>>(handoff, [] { return errorReply(500, "Internal server error"); }));
   return handoff->wait();
 }
 

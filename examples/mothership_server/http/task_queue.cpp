@@ -1,5 +1,6 @@
 #include "http/task_queue.h"
 
+#include <exception>
 #include <utility>
 
 namespace mothership {
@@ -25,9 +26,12 @@ BoundedTaskQueue::BoundedTaskQueue(std::size_t threads, std::size_t maxQueued, s
 BoundedTaskQueue::~BoundedTaskQueue() { shutdown(); }
 
 void BoundedTaskQueue::enqueue(std::function<void()> fn) {
+  std::function<void()> refused;
   {
     const std::lock_guard<std::mutex> lock(mutex_);
-    if (!stopping_ && jobs_.size() < maxQueued_) {
+    if (stopping_ || jobs_.size() >= maxQueued_) {
+      refused = std::move(fn);
+    } else {
       jobs_.push_back(std::move(fn));
       if (!idle_.empty()) {
         Idle* last = idle_.back();  // the warmest one
@@ -37,14 +41,24 @@ void BoundedTaskQueue::enqueue(std::function<void()> fn) {
         last->wake.notify_one();
       } else if (threads_.size() < maxThreads_) {
         ++handedOff_;  // the new thread takes a job first
-        threads_.emplace_back([this] { work(); });
+        try {
+          threads_.emplace_back([this] { work(); });
+        } catch (const std::exception&) {
+          // Out of threads or memory: the connection waits for a busy thread, or is refused when
+          // there is none.
+          --handedOff_;
+          if (threads_.empty()) {
+            refused = std::move(jobs_.back());
+            jobs_.pop_back();
+          }
+        }
       }
       publish();
-      return;
     }
   }
+  if (!refused) return;
   t_refusing = true;
-  run(fn);
+  run(refused);
   t_refusing = false;
 }
 
