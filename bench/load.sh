@@ -535,11 +535,12 @@ main_runs() {
   fi
 }
 
-# The server's defaults, from its --help.
+# The server's defaults, from its --help (a flag's "default N" may be on its continuation line).
 server_defaults() {
   "$BUILD_DIR/examples/mothership_server/mothership_server" --help |
-    awk '/^  --(threads|pg-pool-size|pg-pipeline-depth|redis-timeout-ms) / {
-           flag = $1; if (match($0, /default [0-9]+/)) { printf "%s%s %s", sep, flag, substr($0, RSTART + 8, RLENGTH - 8); sep = ", " } }'
+    awk '/^  --/ { flag = ($1 ~ /^--(threads|pg-pool-size|pg-pipeline-depth|redis-timeout-ms)$/) ? $1 : ""; done = 0 }
+         flag != "" && !done && match($0, /default [0-9]+/) {
+           printf "%s%s %s", sep, flag, substr($0, RSTART + 8, RLENGTH - 8); sep = ", "; done = 1 }'
 }
 
 # How the server degrades with the number of connections (its main runs' flags, a fresh server for
