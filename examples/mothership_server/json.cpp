@@ -58,11 +58,6 @@ std::size_t firstToEscape(std::string_view text, std::size_t from) {
 
 JsonWriter::JsonWriter(std::size_t estimate) : text_(std::max<std::size_t>(estimate, 64), '\0'), at_(text_.data()) {}
 
-void JsonWriter::raw(std::string_view bytes) {
-  room(bytes.size());
-  copy(bytes);
-}
-
 void JsonWriter::string(std::string_view text) {
   static constexpr char kHex[] = "0123456789abcdef";
   room(6 * text.size() + 2);  // the longest escape, \u00XX, is 6 bytes
@@ -103,14 +98,8 @@ std::string JsonWriter::take() && {
   return std::move(text_);
 }
 
-void JsonWriter::copy(std::string_view bytes) {
-  std::memcpy(at_, bytes.data(), bytes.size());
-  at_ += bytes.size();
-}
-
-void JsonWriter::room(std::size_t bytes) {
+void JsonWriter::grow(std::size_t bytes) {
   const auto used = static_cast<std::size_t>(at_ - text_.data());
-  if (text_.size() - used >= bytes) return;
   text_.resize(std::max(2 * text_.size(), used + bytes));
   at_ = text_.data() + used;
 }

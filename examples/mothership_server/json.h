@@ -6,6 +6,7 @@
 // (pinned by the server test "titles are escaped exactly as nlohmann::json dumps them").
 
 #include <cstddef>
+#include <cstring>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -17,8 +18,12 @@ class JsonWriter {
   // estimate: the expected size of the text, reserved up front (it grows when short).
   explicit JsonWriter(std::size_t estimate = 64);
 
-  // Bytes copied as they are (JSON punctuation and keys the caller wrote).
-  void raw(std::string_view bytes);
+  // Bytes copied as they are (JSON punctuation and keys the caller wrote). Inline: a list writes
+  // hundreds of these.
+  void raw(std::string_view bytes) {
+    room(bytes.size());
+    copy(bytes);
+  }
 
   // A JSON string of text (valid UTF-8, as PostgreSQL text in a UTF8 database is): '"', '\\' and
   // control characters escaped exactly as nlohmann::json's dump(), the runs between them copied whole.
@@ -31,8 +36,15 @@ class JsonWriter {
   std::string take() &&;
 
  private:
-  void copy(std::string_view bytes);  // within room already made
-  void room(std::size_t bytes);
+  // Within room already made.
+  void copy(std::string_view bytes) {
+    std::memcpy(at_, bytes.data(), bytes.size());
+    at_ += bytes.size();
+  }
+  void room(std::size_t bytes) {
+    if (static_cast<std::size_t>(text_.data() + text_.size() - at_) < bytes) grow(bytes);
+  }
+  void grow(std::size_t bytes);
 
   std::string text_;
   char* at_;
