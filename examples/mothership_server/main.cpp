@@ -130,7 +130,7 @@ void configureHttp(mothership::HttpServer& server, const mothership::Router& rou
 // httplib sets SO_REUSEPORT, with which a second server binds an address in use and the kernel
 // splits the connections between the two: only SO_REUSEADDR here (a restart may bind while old
 // connections linger in TIME_WAIT), so that an address in use is refused.
-int bindListener(httplib::Server& server, const ServerConfig& config, std::string& why) {
+int bindListener(mothership::HttpServer& server, const ServerConfig& config, std::string& why) {
   server.set_socket_options([](socket_t sock) {
     int yes = 1;
     setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
@@ -142,6 +142,8 @@ int bindListener(httplib::Server& server, const ServerConfig& config, std::strin
     // errno is that of the failed bind() or listen(): httplib only closes the socket after it.
     const int error = errno;
     why = error == EADDRINUSE ? "address already in use" : error != 0 ? std::strerror(error) : "bind failed";
+  } else {
+    server.widenListenBacklog();
   }
   return port;
 }

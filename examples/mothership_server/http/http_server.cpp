@@ -23,7 +23,7 @@ namespace {
 
 // What the override below relies on, and why it is checked at compile time: it overrides the
 // private virtual Server::process_and_close_socket, calls the protected Server::process_request,
-// reads svr_sock_, calls new_task_queue on the bound socket before the accept loop, expects
+// reads svr_sock_ (listening on it again after bind), uses new_task_queue for the accept loop, expects
 // write_response to write the status line and headers before the body (GuardedStream::write sends
 // them together), and Range headers to be parsed before setup_request (GuardedStream drops them
 // earlier). Another version may differ in any of these: read it, then raise this.
@@ -84,13 +84,7 @@ void raiseOpenFileLimit() {
 
 HttpServer::HttpServer(const HttpLimits& limits) : limits_(limits) {
   raiseOpenFileLimit();
-  new_task_queue = [this] {
-    // Called by listen_after_bind() on the bound socket, before its accept loop: httplib listens
-    // with a backlog of 5, which drops the SYNs of a burst of connects (each then waits seconds to
-    // retry). Listening again only widens the backlog.
-    ::listen(svr_sock_, SOMAXCONN);
-    return new BoundedTaskQueue(limits_.threads, limits_.maxQueued, waiting_);
-  };
+  new_task_queue = [this] { return new BoundedTaskQueue(limits_.threads, limits_.maxQueued, waiting_); };
   // httplib reads these only for its Keep-Alive response header; the loop below enforces them.
   set_keep_alive_max_count(limits.keepAliveMaxCount);
   set_keep_alive_timeout(std::max<time_t>(1, static_cast<time_t>(limits.keepAlive.count() / 1000)));
@@ -98,6 +92,11 @@ HttpServer::HttpServer(const HttpLimits& limits) : limits_(limits) {
   // Linux copies TCP_NODELAY from the listening socket to the accepted ones. Without it, the last
   // short segment of a response sent in pieces waits for the client's delayed ACK (about 40 ms).
   set_tcp_nodelay(true);
+}
+
+void HttpServer::widenListenBacklog() noexcept {
+  // On the thread that bound the socket, before another thread can close it (stop()).
+  if (svr_sock_ != INVALID_SOCKET) ::listen(svr_sock_, SOMAXCONN);
 }
 
 void HttpServer::closeAfterResponse() noexcept { t_closeAfter = true; }

@@ -13,7 +13,8 @@
 //   one sendmsg();
 // - http_server.cpp, the per-connection loop (Server::process_and_close_socket): idle connections
 //   give their thread up while others queue, a connection whose request body was not read is
-//   closed with a lingering close, the listen backlog is SOMAXCONN instead of httplib's 5.
+//   closed with a lingering close, and the listen backlog is SOMAXCONN instead of httplib's 5
+//   (widenListenBacklog()).
 //
 // The loop overrides a private virtual of httplib and relies on how 0.11.4 writes a response and
 // parses Range headers: http_server.cpp refuses to compile against another version.
@@ -30,6 +31,11 @@ namespace mothership {
 class HttpServer : public httplib::Server {
  public:
   explicit HttpServer(const HttpLimits& limits);
+
+  // After bind_to_port() or bind_to_any_port(), before listen_after_bind(): listens again with a
+  // backlog of SOMAXCONN instead of httplib's 5, which drops the SYNs of a burst of connects (each
+  // then waits seconds to retry). Listening again only widens the backlog.
+  void widenListenBacklog() noexcept;
 
   // The connection of the request that this thread is handling closes after its response. For
   // httplib's handlers only (pre-routing, error handler); a no-op on other threads.
