@@ -40,7 +40,9 @@ struct Reply {
   std::string body;
   bool askForBearer = false;  // 401: WWW-Authenticate: Bearer
   bool retryLater = false;    // 503: Retry-After: 1
-  std::optional<streamlock::Error> failure;  // a database failure, for the log
+  // A database failure, for the log. Its text is copied: a copy of the Error itself would share its
+  // reference-counted message with the one the library destroys on its own thread.
+  std::optional<std::pair<streamlock::ErrorCode, std::string>> failure;
 };
 
 Reply jsonReply(int status, std::string body) {
@@ -70,7 +72,7 @@ Reply databaseFailure(const streamlock::Error& error, const char* publicMessage)
   } else {
     reply = errorReply(500, publicMessage);
   }
-  reply.failure = error;
+  reply.failure.emplace(error.code(), std::string(error.what()));
   return reply;
 }
 
@@ -84,10 +86,11 @@ void respond(Reply reply, httplib::Response& res) {
   res.body = std::move(reply.body);
   res.set_header("Content-Type", kJson);
   if (reply.failure) {
-    const char* code = streamlock::toString(reply.failure->code());
+    const char* code = streamlock::toString(reply.failure->first);
+    const std::string& message = reply.failure->second;
     examples::logLine(streamlock::LogLevel::Error, "database_failure",
-                      fmt::format("mothership_server: database failure ({}): {}", code, reply.failure->what()),
-                      {{"code", code}, {"message", reply.failure->what()}});
+                      fmt::format("mothership_server: database failure ({}): {}", code, message),
+                      {{"code", code}, {"message", message}});
   }
 }
 
