@@ -15,13 +15,13 @@
 #   --rounds N                list endpoint: N alternating pairs of its pgbench floor and its steady
 #                             run (default 5); the targets use the medians, since the speed of a
 #                             shared machine drifts between runs
-#   --sweep                   afterwards, run the list endpoint (5 s each) under several
-#                             --threads / --pg-pool-size settings and print a table
+#   --sweep                   afterwards, a fresh server with the main runs' flags for each of
+#                             8, 32, 128 and 512 wrk connections (both endpoints, 5 s each), then
+#                             the list endpoint under a few other server flags
 #   -h, --help                this text
-#   SERVER FLAGS              passed to mothership_server, e.g. -- --pg-pool-size 4 (default:
-#                             --pg-pool-size N for N connections, as pgbench has N backends: with
-#                             fewer pooled connections than concurrent requests, requests queue for
-#                             one, which lengthens the tail; see BENCHMARKS.md's sweep)
+#   SERVER FLAGS              passed to mothership_server, e.g. -- --pg-pool-size 8 (default: none,
+#                             the server's defaults, which are its fast configuration: see
+#                             bench/load/tuning.md)
 #
 # The workspace: 50 mothership chats of one user. A third are live (a marker and its Redis lock,
 # SET ... EX 600), a third stuck (a marker and no lock), a third idle (no marker). The first read
@@ -33,7 +33,7 @@
 # wrk: -t2 -cN -dS --latency, bench/load/auth.lua adds the bearer token. pgbench: -n -M prepared
 # -cN -j2 -TS, with the statement printed from examples/mothership_server/queries.cpp by
 # bench/load/print_sql.cpp (the same text; see make_pgbench_script for the two mechanical
-# rewrites pgbench needs). Whole run: about 90 s on two cores, 130 s with --sweep (plus the build).
+# rewrites pgbench needs). Whole run: about 90 s on two cores, 190 s with --sweep (plus the build).
 set -euo pipefail
 
 PACKAGES=(
@@ -91,7 +91,6 @@ parse_args() {
   [[ $CONNECTIONS =~ ^[1-9][0-9]*$ && $CONNECTIONS -le 256 ]] || die "--connections wants 1..256"
   [[ $ROUNDS =~ ^[1-9][0-9]*$ && $ROUNDS -le 20 ]] || die "--rounds wants 1..20"
   [[ $BUILD_DIR = /* ]] || BUILD_DIR=$PWD/$BUILD_DIR
-  [[ ${#SERVER_FLAGS[@]} -gt 0 ]] || SERVER_FLAGS=(--pg-pool-size "$CONNECTIONS")
 }
 
 # Prints a command, then runs it.
@@ -475,7 +474,7 @@ main_runs() {
   echo
   echo "== summary"
   echo
-  echo "Server flags: ${SERVER_FLAGS[*]} (the server's defaults: --threads 256, --pg-pool-size 16, --redis-timeout-ms 250)." \
+  echo "Server flags: ${SERVER_FLAGS[*]:-none} (the server's defaults: $(server_defaults))." \
        "wrk -t2 -c$CONNECTIONS -d${DURATION}s --latency; pgbench -n -M prepared -c $CONNECTIONS -j 2 -T $DURATION." \
        "CPU: each process's user+system time over the run, 100% = one core of $(nproc); the client is wrk or pgbench." \
        "Latencies of the pgbench rows are per transaction, from its -l log. wrk's percentiles include its" \
@@ -536,27 +535,47 @@ main_runs() {
   fi
 }
 
-# The list endpoint, steady state, under several server settings (a fresh server each).
+# The server's defaults, from its --help (a flag's "default N" may be on its continuation line).
+server_defaults() {
+  "$BUILD_DIR/examples/mothership_server/mothership_server" --help |
+    awk '/^  --/ { flag = ($1 ~ /^--(threads|pg-pool-size|pg-pipeline-depth|redis-timeout-ms)$/) ? $1 : ""; done = 0 }
+         flag != "" && !done && match($0, /default [0-9]+/) {
+           printf "%s%s %s", sep, flag, substr($0, RSTART + 8, RLENGTH - 8); sep = ", "; done = 1 }'
+}
+
+# How the server degrades with the number of connections (its main runs' flags, a fresh server for
+# each count), then the list endpoint under a few other server settings.
 sweep() {
-  local rows=() setting
+  local rows=() setting connections endpoint saved=$CONNECTIONS
   echo
-  echo "== sweep: list endpoint, steady state, 5 s per setting (the main runs used the defaults:" \
-       "--threads 256 --pg-pool-size 16)"
-  for setting in "--pg-pool-size 2" "--pg-pool-size 4" "--pg-pool-size 8" "--pg-pool-size 32" \
-                 "--threads 64 --pg-pool-size 16"; do
+  echo "== sweep: steady state, 5 s per run"
+  for connections in 8 32 128 512; do
+    stop_server
+    start_server "${SERVER_FLAGS[@]}"
+    CONNECTIONS=$connections
+    warm_up
+    for endpoint in list chat; do
+      steady_state
+      run_wrk "$endpoint, $connections connections" "$("${endpoint}_url")" 5
+      rows+=("| $connections | ${SERVER_FLAGS[*]:-defaults} | $endpoint | $RPS | $P50 | $P99 | $MAX | $(hwm_mib) |")
+    done
+  done
+  CONNECTIONS=$saved
+  for setting in "--pg-pipeline-depth 1 --pg-pool-size 32" "--pg-pool-size 1 --pg-pipeline-depth 32" \
+                 "--pg-pool-size 8 --pg-pipeline-depth 8"; do
     stop_server
     # shellcheck disable=SC2086
     start_server $setting
     warm_up
     steady_state
     run_wrk "list, $setting" "$(list_url)" 5
-    rows+=("| \`$setting\` | $RPS | $P50 | $P99 | $MAX | $(hwm_mib) |")
+    rows+=("| $CONNECTIONS | \`$setting\` | list | $RPS | $P50 | $P99 | $MAX | $(hwm_mib) |")
   done
   echo
   echo "== sweep summary"
   echo
-  echo "| server flags | requests/s | p50 ms | p99 ms | max ms | VmHWM MiB |"
-  echo "|---|---:|---:|---:|---:|---:|"
+  echo "| wrk connections | server flags | endpoint | requests/s | p50 ms | p99 ms | max ms | VmHWM MiB |"
+  echo "|---:|---|---|---:|---:|---:|---:|---:|"
   printf '%s\n' "${rows[@]}"
 }
 
@@ -585,4 +604,5 @@ main() {
   [[ $SWEEP -eq 0 ]] || sweep
 }
 
-main "$@"
+# Sourced (bench/load/compare.sh uses the functions above), it runs nothing.
+[[ ${BASH_SOURCE[0]} != "$0" ]] || main "$@"

@@ -6,7 +6,7 @@
 #
 # Usage: bench/report.sh [--output FILE] [--no-sweep]
 #   --output FILE   where to write (default: <repo>/BENCHMARKS.md)
-#   --no-sweep      skip the load test's --threads / --pg-pool-size sweep (about 40 s)
+#   --no-sweep      skip the load test's sweep of connections and server flags (about 100 s)
 #   -h, --help      this text
 # The environment of bench/run.sh (STREAMLOCK_BENCH_MIN_TIME, STREAMLOCK_BENCH_REPETITIONS) and of
 # bench/load.sh (STREAMLOCK_LOAD_RESTICK_MS) passes through. Takes 3 to 4 minutes on two cores
@@ -134,7 +134,7 @@ write_report() {
   grep -E '^(during the run|markers repaired during the run)' "$LOGS/load.log" | sed 's/^/- /'
   if [[ ${#SWEEP[@]} -gt 0 ]]; then
     echo
-    echo "### Server flags (list endpoint, steady state, 5 s each)"
+    echo "### Connections and server flags (steady state, 5 s each)"
     echo
     section load "sweep summary" | sed '/^$/d'
   fi

@@ -44,9 +44,9 @@ bool parseListen(std::string_view text, ServerConfig& config) {
 const std::vector<examples::FlagSpec> kEnvironmentFlags{
     {"--listen", true},         {"--database-url", true},     {"--redis-url", true},
     {"--redis-tls-ca", true},   {"--redis-tls-cert", true},   {"--redis-tls-key", true},
-    {"--threads", true},        {"--pg-pool-size", true},     {"--redis-timeout-ms", true},
-    {"--pg-timeout-ms", true},  {"--lock-ttl-s", true},       {"--seed-demo", false},
-    {"--log-format", true},
+    {"--threads", true},        {"--pg-pool-size", true},     {"--pg-pipeline-depth", true},
+    {"--redis-timeout-ms", true}, {"--pg-timeout-ms", true},  {"--lock-ttl-s", true},
+    {"--seed-demo", false},     {"--log-format", true},
 };
 
 }  // namespace
@@ -66,8 +66,11 @@ Serves the mothership chat API with active-stream markers reconciled against Red
                             (rediss://; default: the system's trust store)
   --redis-tls-cert FILE     client certificate (PEM), for a Redis that requires one
   --redis-tls-key FILE      its private key (PEM)
-  --threads N               HTTP worker threads, one per open connection (default 256)
-  --pg-pool-size N          PostgreSQL connections (default min(threads, 16))
+  --threads N               most HTTP threads, one per open connection, started as needed
+                            (default 1024); connections beyond them queue
+  --pg-pool-size N          PostgreSQL connections (default 4); concurrent requests share them
+  --pg-pipeline-depth N     statements in flight at once on one connection, from any requests
+                            (libpq pipeline mode; default 16, 1 to 1024; 1: one at a time)
   --redis-timeout-ms N      deadline of one Redis lookup on the read path (default 250)
   --pg-timeout-ms N         deadline of one PostgreSQL statement (default 5000)
   --lock-ttl-s N            stream-lock TTL in seconds (default 60)
@@ -137,6 +140,12 @@ ParsedFlags parseFlags(int argc, const char* const* argv, const EnvLookup& env) 
       if (!parseNumber(value, config.pgPoolSize) || config.pgPoolSize == 0 || config.pgPoolSize > 1024) {
         return invalid();
       }
+    } else if (arg == "--pg-pipeline-depth") {
+      if (!takeValue()) return missing();
+      if (!parseNumber(value, config.pgPipelineDepth) || config.pgPipelineDepth == 0 ||
+          config.pgPipelineDepth > 1024) {
+        return invalid();
+      }
     } else if (arg == "--redis-timeout-ms") {
       if (!takeValue()) return missing();
       long ms = 0;
@@ -168,7 +177,6 @@ ParsedFlags parseFlags(int argc, const char* const* argv, const EnvLookup& env) 
   if (config.redisTlsCert.empty() != config.redisTlsKey.empty()) {
     return FlagError{"--redis-tls-cert and --redis-tls-key go together", config.logFormat};
   }
-  if (config.pgPoolSize == 0) config.pgPoolSize = config.threads < 16 ? config.threads : 16;
   return config;
 }
 

@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <memory>
 #include <thread>
 
@@ -21,7 +22,7 @@
 #include <streamlock/version.h>
 
 #include "config.h"
-#include "http_server.h"
+#include "http/http_server.h"
 #include "log.h"
 #include "metrics.h"
 #include "request.h"
@@ -59,9 +60,16 @@ streamlock::Options clientOptions(const ServerConfig& config) {
   options.redis.connectTimeout = config.redisTimeout;
   options.postgres.conninfo = config.databaseUrl;
   options.postgres.poolSize = config.pgPoolSize;
+  options.postgres.pipelineDepth = config.pgPipelineDepth;
   options.postgres.statementTimeout = config.pgTimeout;
   options.lock.ttl = config.lockTtl;
   options.logger = examples::logFromLibrary;
+  // Completions run inline, on the library's I/O thread, which the library's rule for executors
+  // (queue only, never run inline) allows for a host whose completions never block and never make
+  // a blocking call. The server's do neither (routes.cpp: they compute, call completion forms, and
+  // hand the reply to the waiting HTTP thread, which logs). So "rows -> lookup and repair -> JSON"
+  // runs without a hop between threads, and the HTTP thread is woken once per request.
+  options.executor = [](std::function<void()> task) { task(); };
   return options;
 }
 
@@ -122,7 +130,7 @@ void configureHttp(mothership::HttpServer& server, const mothership::Router& rou
 // httplib sets SO_REUSEPORT, with which a second server binds an address in use and the kernel
 // splits the connections between the two: only SO_REUSEADDR here (a restart may bind while old
 // connections linger in TIME_WAIT), so that an address in use is refused.
-int bindListener(httplib::Server& server, const ServerConfig& config, std::string& why) {
+int bindListener(mothership::HttpServer& server, const ServerConfig& config, std::string& why) {
   server.set_socket_options([](socket_t sock) {
     int yes = 1;
     setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
@@ -134,6 +142,8 @@ int bindListener(httplib::Server& server, const ServerConfig& config, std::strin
     // errno is that of the failed bind() or listen(): httplib only closes the socket after it.
     const int error = errno;
     why = error == EADDRINUSE ? "address already in use" : error != 0 ? std::strerror(error) : "bind failed";
+  } else {
+    server.widenListenBacklog();
   }
   return port;
 }

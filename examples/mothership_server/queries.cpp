@@ -1,6 +1,7 @@
 #include "queries.h"
 
 #include <cctype>
+#include <utility>
 
 #include <streamlock/postgres.h>
 
@@ -61,32 +62,25 @@ constexpr const char* kAuthenticateSql = "WITH " CALLER_CTE " SELECT EXISTS (SEL
 #undef CALLER_CTE
 #undef ISO_UTC
 
-// Text-format values of one result row, by column name.
-class Row {
- public:
-  Row(const streamlock::PgResult& result, int row) : result_(result), row_(row) {}
-  std::optional<std::string> optional(const char* name) const { return result_.optional(row_, index(name)); }
-  std::string text(const char* name) const { return std::string(result_.value(row_, index(name))); }
-  bool flag(const char* name) const { return result_.value(row_, index(name)) == "t"; }
-  bool isNull(const char* name) const { return result_.isNull(row_, index(name)); }
+// A value as a view into the result's text, or nullopt for NULL.
+std::optional<std::string_view> view(const streamlock::PgResult& result, int row, int column) {
+  if (result.isNull(row, column)) return std::nullopt;
+  return result.value(row, column);
+}
 
- private:
-  int index(const char* name) const { return result_.column(name); }
-  const streamlock::PgResult& result_;
-  int row_;
-};
+bool flag(const streamlock::PgResult& result, int row, int column) { return result.value(row, column) == "t"; }
 
 }  // namespace
 
-ChatList listChats(streamlock::PgPool& db, const std::string& token, const std::string& workspaceId,
-                   Scope scope) {
-  auto result =
-      db.execute(kListChatsSql, {token, workspaceId, scope == Scope::Archived ? "true" : "false"});
+Statement listChatsStatement(const std::string& token, const std::string& workspaceId, Scope scope) {
+  return {kListChatsSql, {token, workspaceId, std::string(scope == Scope::Archived ? "true" : "false")}};
+}
+
+ChatList readChatList(streamlock::PgResult result) {
   ChatList list;
   if (result.rows() == 0) return list;
-  const Row first(result, 0);
-  if (!first.flag("authenticated")) return list;
-  if (!first.flag("allowed")) {
+  if (!flag(result, 0, result.column("authenticated"))) return list;
+  if (!flag(result, 0, result.column("allowed"))) {
     list.access = Access::Forbidden;
     return list;
   }
@@ -95,49 +89,50 @@ ChatList listChats(streamlock::PgPool& db, const std::string& token, const std::
   const int id = result.column("id"), title = result.column("title"), updatedAt = result.column("updated_at"),
             marker = result.column("marker"), lastSeenAt = result.column("last_seen_at"),
             pinned = result.column("pinned"), deletedAt = result.column("deleted_at");
-  const auto view = [&result](int row, int column) -> std::optional<std::string_view> {
-    if (result.isNull(row, column)) return std::nullopt;
-    return result.value(row, column);
-  };
   list.chats.reserve(static_cast<std::size_t>(result.rows()));
   for (int i = 0; i < result.rows(); ++i) {
     if (result.isNull(i, id)) continue;  // the one row of an empty list
     ChatSummary chat;
     chat.id = result.value(i, id);
-    chat.title = view(i, title);
+    chat.title = view(result, i, title);
     chat.updatedAt = result.value(i, updatedAt);
-    chat.marker = view(i, marker);
-    chat.lastSeenAt = view(i, lastSeenAt);
-    chat.pinned = result.value(i, pinned) == "t";
-    chat.deletedAt = view(i, deletedAt);
+    chat.marker = view(result, i, marker);
+    chat.lastSeenAt = view(result, i, lastSeenAt);
+    chat.pinned = flag(result, i, pinned);
+    chat.deletedAt = view(result, i, deletedAt);
     list.chats.push_back(chat);
   }
   list.rows = std::move(result);
   return list;
 }
 
-ChatLookup findChat(streamlock::PgPool& db, const std::string& token, const std::string& chatId) {
-  const auto result = db.execute(kFindChatSql, {token, chatId});
+Statement findChatStatement(const std::string& token, const std::string& chatId) {
+  return {kFindChatSql, {token, chatId}};
+}
+
+ChatLookup readChatLookup(streamlock::PgResult result) {
   ChatLookup lookup;
   if (result.rows() == 0) return lookup;
-  const Row row(result, 0);
-  lookup.authenticated = row.flag("authenticated");
-  if (!lookup.authenticated || row.isNull("id")) return lookup;
+  lookup.authenticated = flag(result, 0, result.column("authenticated"));
+  const int id = result.column("id");
+  if (!lookup.authenticated || result.isNull(0, id)) return lookup;
   ChatDetail chat;
-  chat.id = row.text("id");
-  chat.title = row.optional("title");
-  chat.messagesJson = row.text("messages");
-  chat.resourcesJson = row.text("resources");
-  chat.marker = row.optional("marker");
-  chat.createdAt = row.text("created_at");
-  chat.updatedAt = row.text("updated_at");
-  lookup.chat = std::move(chat);
+  chat.id = result.value(0, id);
+  chat.title = view(result, 0, result.column("title"));
+  chat.messagesJson = result.value(0, result.column("messages"));
+  chat.resourcesJson = result.value(0, result.column("resources"));
+  chat.marker = view(result, 0, result.column("marker"));
+  chat.createdAt = result.value(0, result.column("created_at"));
+  chat.updatedAt = result.value(0, result.column("updated_at"));
+  lookup.chat = chat;
+  lookup.rows = std::move(result);
   return lookup;
 }
 
-bool isValidToken(streamlock::PgPool& db, const std::string& token) {
-  const auto result = db.execute(kAuthenticateSql, {token});
-  return result.rows() == 1 && Row(result, 0).flag("authenticated");
+Statement authenticateStatement(const std::string& token) { return {kAuthenticateSql, {token}}; }
+
+bool readAuthenticated(const streamlock::PgResult& result) {
+  return result.rows() == 1 && flag(result, 0, result.column("authenticated"));
 }
 
 void pingDatabase(streamlock::PgPool& db, std::chrono::milliseconds timeout) {

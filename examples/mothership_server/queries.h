@@ -1,7 +1,8 @@
 #pragma once
 
 // The server's SQL: each request's authentication, access check and read is ONE parameterised
-// statement, prepared per pooled connection by streamlock::PgPool.
+// statement, prepared per pooled connection by streamlock::PgPool. No I/O here: the routes run the
+// statements (routes.cpp), these functions write them and read their rows.
 
 #include <chrono>
 #include <optional>
@@ -34,34 +35,46 @@ struct ChatList {
   streamlock::PgResult rows;       // owns the text that chats points into (moves keep it valid)
 };
 
+// The chat's columns, as views into the text of the result that ChatLookup holds.
 struct ChatDetail {
-  std::string id;
-  std::optional<std::string> title;
-  std::string messagesJson;   // the stored jsonb, as JSON text
-  std::string resourcesJson;
-  std::optional<std::string> marker;
-  std::string createdAt;
-  std::string updatedAt;
+  std::string_view id;
+  std::optional<std::string_view> title;
+  std::string_view messagesJson;   // the stored jsonb, as JSON text
+  std::string_view resourcesJson;
+  std::optional<std::string_view> marker;
+  std::string_view createdAt;
+  std::string_view updatedAt;
 };
 
 struct ChatLookup {
   bool authenticated = false;
   std::optional<ChatDetail> chat;  // null: not found or not visible to the caller
+  streamlock::PgResult rows;       // owns the text that chat points into (moves keep it valid)
 };
 
-// Every function throws streamlock::Error when the database fails.
+// A statement of the server and its text parameters, for PgPool::execute.
+struct Statement {
+  std::string sql;
+  streamlock::PgParams params;
+};
+
+// Each route's statement, and the reading of its rows. The readers are pure and never throw
+// (beyond std::bad_alloc): any result, even an empty one, reads as some answer.
 
 // The caller's mothership chats in a workspace, with the authentication and access verdicts.
-ChatList listChats(streamlock::PgPool& db, const std::string& token, const std::string& workspaceId,
-                   Scope scope);
+Statement listChatsStatement(const std::string& token, const std::string& workspaceId, Scope scope);
+ChatList readChatList(streamlock::PgResult rows);
 
 // One chat of the caller, if visible. chatId must be a UUID (see isUuid).
-ChatLookup findChat(streamlock::PgPool& db, const std::string& token, const std::string& chatId);
+Statement findChatStatement(const std::string& token, const std::string& chatId);
+ChatLookup readChatLookup(streamlock::PgResult rows);
 
 // Authentication alone, for requests whose form is wrong (400, or 404 for a non-UUID chat id).
-bool isValidToken(streamlock::PgPool& db, const std::string& token);
+Statement authenticateStatement(const std::string& token);
+bool readAuthenticated(const streamlock::PgResult& rows);
 
-// SELECT 1 within the timeout.
+// SELECT 1 within the timeout (the health check; blocking, never on the library's I/O thread).
+// Throws streamlock::Error when the database fails.
 void pingDatabase(streamlock::PgPool& db, std::chrono::milliseconds timeout);
 
 // 8-4-4-4-12 hex digits, any case.

@@ -362,12 +362,15 @@ bool Subprocess::running() { return pid_ > 0 && !wait(std::chrono::milliseconds{
 
 Json Response::json() const { return Json::parse(body); }
 
-Server::Server(std::vector<std::string> flags, std::optional<std::string> databaseUrl) {
+Server::Server(std::vector<std::string> flags, std::optional<std::string> databaseUrl,
+               const std::map<std::string, std::optional<std::string>>& env) {
   std::vector<std::string> argv{serverBinary(), "--listen", "127.0.0.1:0", "--database-url",
                                 databaseUrl ? *databaseUrl : TestDatabase::get().conninfo()};
   argv.insert(argv.end(), flags.begin(), flags.end());
-  process_ = std::make_unique<Subprocess>(argv, std::map<std::string, std::optional<std::string>>{
-                                                    {"DATABASE_URL", std::nullopt}, {"REDIS_URL", std::nullopt}});
+  std::map<std::string, std::optional<std::string>> environment{{"DATABASE_URL", std::nullopt},
+                                                                {"REDIS_URL", std::nullopt}};
+  for (const auto& [name, value] : env) environment[name] = value;
+  process_ = std::make_unique<Subprocess>(argv, environment);
   constexpr std::string_view kListening = "listening on http://127.0.0.1:";
   for (;;) {
     const auto line = process_->readLine(std::chrono::seconds{30});

@@ -156,8 +156,10 @@ struct Response {
 // mothership_server as a child process on a free port (--listen 127.0.0.1:0).
 class Server {
  public:
-  // Flags after --listen and --database-url; the test database unless databaseUrl is given.
-  explicit Server(std::vector<std::string> flags = {}, std::optional<std::string> databaseUrl = {});
+  // Flags after --listen and --database-url; the test database unless databaseUrl is given. env:
+  // variables to set (or, nullopt, to unset) in the server's environment.
+  explicit Server(std::vector<std::string> flags = {}, std::optional<std::string> databaseUrl = {},
+                  const std::map<std::string, std::optional<std::string>>& env = {});
   ~Server();
 
   int port() const { return port_; }

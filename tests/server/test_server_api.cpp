@@ -526,7 +526,10 @@ TEST_CASE("the access log names route templates and statuses, never tokens or ra
 }
 
 TEST_CASE("no free PostgreSQL connection in time answers 503 JSON", "[server]") {
-  Server server({"--threads", "8", "--pg-pool-size", "1", "--redis-url", requireEnv("STREAMLOCK_TEST_REDIS_URL")});
+  // One statement per connection: with pipelining, the second statement could join the first one's
+  // connection (test_server_pipeline.cpp covers that).
+  Server server({"--threads", "8", "--pg-pool-size", "1", "--pg-pipeline-depth", "1", "--redis-url",
+                 requireEnv("STREAMLOCK_TEST_REDIS_URL")});
   auto& database = TestDatabase::get();
   Seed seed(database.sql());
   const auto caller = newCaller(seed);
