@@ -13,6 +13,7 @@
 #include <utility>
 
 #include "client/delivery.h"
+#include "io/fork_epoch.h"
 #include "io/loop.h"
 #include "pg/access.h"
 #include "pg/pool.h"
@@ -305,16 +306,22 @@ class PgPoolState {
     return options;
   }
 
-  bool forked() const noexcept { return ::getpid() != pid_; }
+  bool forked() const noexcept { return forkEpoch() != forkEpoch_; }
 
   void post(std::string sql, PgParams params, StatementLimits limits, std::shared_ptr<Once> once) {
     PgPoolCore* core = core_.get();
-    const bool posted = loop_.post([core, sql = std::move(sql), params = std::move(params), limits, once]() mutable {
+    Loop::Task task = [core, sql = std::move(sql), params = std::move(params), limits, once]() mutable {
       core->execute(std::move(sql), std::move(params), limits, [once](Result<PgResult> outcome) {
         (*once)(std::move(outcome));
       });
-    });
-    if (!posted) (*once)(shutDownError());
+    };
+    // Already on the I/O thread (a completion that starts the next statement): at the end of this
+    // iteration, without a wake-up through the loop's queue.
+    if (loop_.inLoopThread() && !closed_.load()) {
+      loop_.atEndOfIteration(std::move(task));
+      return;
+    }
+    if (!loop_.post(std::move(task))) (*once)(shutDownError());
   }
 
   // Runs task on the loop thread and waits for it; inline when already there, or when the loop no
@@ -347,7 +354,7 @@ class PgPoolState {
   std::unique_ptr<PgPoolCore> core_;
   std::atomic<bool> closed_{false};
   const std::shared_ptr<std::atomic<bool>> abandoned_ = std::make_shared<std::atomic<bool>>(false);
-  const pid_t pid_ = ::getpid();
+  const std::uint64_t forkEpoch_ = forkEpoch();
   bool heldForFork_ = false;
 };
 

@@ -110,6 +110,13 @@ ClientCore::~ClientCore() {
 
 bool ClientCore::onLoop(Loop::Task task) {
   if (!usable()) return false;
+  // Already on the I/O thread (a completion run inline by the host's executor that starts the next
+  // call): at the end of this iteration, without a wake-up through the loop's queue. Still never
+  // inside the call.
+  if (loop_.inLoopThread()) {
+    loop_.atEndOfIteration(std::move(task));
+    return true;
+  }
   return loop_.post(std::move(task));
 }
 
