@@ -57,7 +57,7 @@ section() {
 
 # The summary tables a microbenchmark prints after Google Benchmark's own table.
 bench_tables() {
-  section run "$1" | awk '/^(Lookup|Lock|Repair|target)/ { on = 1 } on { print }'
+  section run "$1" | awk '/^(Lookup|Lock|Repair|Cluster|target)/ { on = 1 } on { print }'
 }
 
 commit() {
@@ -108,7 +108,7 @@ write_report() {
   echo "The library against raw hiredis / libpq doing the same work in the same run (medians of"
   echo "the repetitions; wall time is mostly the loopback round trip, CPU time the client's work)."
   local bench
-  for bench in bench_lookup bench_lock bench_repair; do
+  for bench in bench_lookup bench_lock bench_repair bench_cluster; do
     echo
     echo "### $bench"
     echo
