@@ -346,7 +346,7 @@ run_pgbench() {
   TPS_P50=$p50 TPS_P99=$p99
   local transactions
   transactions=$(awk -F': ' '/^number of transactions actually processed/ { split($2, a, "/"); print a[1] + 0 }' "$out")
-  PG_US_PER_TX=$(awk -v t="$((p1 - p0))" -v tck="$CLK_TCK" -v n="$transactions" 'BEGIN { printf "%.0f", n > 0 ? t * 1e6 / tck / n : 0 }')
+  PG_US_PER_TX=$(awk -v t="$((p1 - p0))" -v tck="$CLK_TCK" -v n="$transactions" 'BEGIN { printf "%.0f", (n > 0 ? t * 1e6 / tck / n : 0) }')
   local cpu_p cpu_b
   cpu_p=$(pct "$(( (p1 - p0) * 1000 / CLK_TCK ))" "$elapsed")
   cpu_b=$(pct "$(( pgb * 1000 / CLK_TCK ))" "$elapsed")
