@@ -34,7 +34,7 @@ inline std::string environmentHelp(const std::vector<FlagSpec>& specs) {
   std::string text = "Environment: every flag can also be set by a variable; a flag on the command line wins.\n";
   for (const auto& spec : specs) {
     std::string line = "  " + environmentName(spec.flag);
-    line.resize(std::max<std::size_t>(line.size() + 2, 31), ' ');
+    line.resize(std::max<std::size_t>(line.size() + 2, 32), ' ');
     text += line + std::string(spec.flag) + (spec.takesValue ? "\n" : " (1 or 0)\n");
   }
   return text;

@@ -98,7 +98,7 @@ thread with streamlock's completion API (no call blocks the loop).
   --chat-id UUID        the chat (a copilot_chats row) to stream into (required)
   --stream-id ID        this stream's id (default: event-loop-stream)
   --database-url URL    PostgreSQL URL or conninfo (required)
-  --redis-url URL       redis:// or rediss:// URL (default: none, a process-local lock)
+  --redis-url URL       any Redis URL of the README (default: none, a process-local lock)
   --duration-s N        how long to produce (default 3)
   --help                show this text
 

@@ -59,9 +59,10 @@ Serves the mothership chat API with active-stream markers reconciled against Red
   --listen HOST:PORT        where to listen (default 127.0.0.1:8080; port 0 picks a free one);
                             an address in use is refused
   --database-url URL        PostgreSQL URL or conninfo (default: $DATABASE_URL); required
-  --redis-url URL           redis://[user:password@]host[:port][/db], or rediss://... for TLS
-                            (default: $REDIS_URL); without one, lookups answer "unknown" from
-                            this process alone
+  --redis-url URL           redis://[user:password@]host[:port][/db], rediss://... for TLS,
+                            redis-sentinel://h1:p1,h2:p2[/db]?master=NAME or
+                            redis-cluster://h1:p1,h2:p2 (default: $REDIS_URL); without one,
+                            lookups answer "unknown" from this process alone
   --redis-tls-ca FILE       PEM CA certificates that sign the Redis server's certificate
                             (rediss://; default: the system's trust store)
   --redis-tls-cert FILE     client certificate (PEM), for a Redis that requires one
@@ -81,7 +82,7 @@ Serves the mothership chat API with active-stream markers reconciled against Red
   --help                    show this text
 
 )") + examples::environmentHelp(kEnvironmentFlags) +
-         R"(  DATABASE_URL, REDIS_URL      read when neither the flag nor its STREAMLOCK_ variable is set
+         R"(  DATABASE_URL, REDIS_URL       read when neither the flag nor its STREAMLOCK_ variable is set
 
 Routes: GET /  GET /healthz  GET /metrics
         GET /api/mothership/chats?workspaceId=W[&scope=active|archived]

@@ -45,7 +45,8 @@ Runs one simulated stream for a chat with the streamlock writer protocol.
   --chat-id UUID            the chat to stream into (required)
   --stream-id ID            this stream's id (default: a random UUID)
   --database-url URL        PostgreSQL URL or conninfo (default: $DATABASE_URL); required
-  --redis-url URL           Redis URL, redis:// or rediss:// for TLS (default: $REDIS_URL);
+  --redis-url URL           Redis URL: redis://, rediss:// for TLS, redis-sentinel:// or
+                            redis-cluster:// (see the README; default: $REDIS_URL);
                             without one the lock is process-local
   --redis-tls-ca FILE       PEM CA certificates of the Redis server (default: the system's store)
   --redis-tls-cert FILE     client certificate (PEM), for a Redis that requires one
@@ -146,7 +147,7 @@ std::optional<WorkerConfig> parseFlags(int argc, char** argv, int* exitCode) {
     if (arg == "--help" || arg == "-h") {
       std::fputs(kUsageText, stdout);
       std::fputs(examples::environmentHelp(kEnvironmentFlags).c_str(), stdout);
-      std::fputs("  DATABASE_URL, REDIS_URL      read when neither the flag nor its STREAMLOCK_ variable is set\n",
+      std::fputs("  DATABASE_URL, REDIS_URL       read when neither the flag nor its STREAMLOCK_ variable is set\n",
                  stdout);
       *exitCode = kDone;
       return std::nullopt;
