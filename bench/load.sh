@@ -570,7 +570,7 @@ sweep() {
     done
   done
   CONNECTIONS=$saved
-  for setting in "--pg-pipeline-depth 1 --pg-pool-size 32" "--pg-pool-size 1 --pg-pipeline-depth 32" \
+  for setting in "--pg-pipeline-depth 1 --pg-pool-size 32" "--pg-pool-size 4 --pg-pipeline-depth 16" \
                  "--pg-pool-size 8 --pg-pipeline-depth 8"; do
     stop_server
     # shellcheck disable=SC2086

@@ -69,9 +69,9 @@ Serves the mothership chat API with active-stream markers reconciled against Red
   --redis-tls-key FILE      its private key (PEM)
   --threads N               most HTTP threads, one per open connection, started as needed
                             (default 1024); connections beyond them queue
-  --pg-pool-size N          PostgreSQL connections (default 4); concurrent requests share them
+  --pg-pool-size N          PostgreSQL connections (default 1); concurrent requests share them
   --pg-pipeline-depth N     statements in flight at once on one connection, from any requests
-                            (libpq pipeline mode; default 16, 1 to 1024; 1: one at a time)
+                            (libpq pipeline mode; default 32, 1 to 1024; 1: one at a time)
   --redis-timeout-ms N      deadline of one Redis lookup on the read path (default 250)
   --pg-timeout-ms N         deadline of one PostgreSQL statement (default 5000)
   --lock-ttl-s N            stream-lock TTL in seconds (default 60)

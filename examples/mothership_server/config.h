@@ -22,8 +22,8 @@ struct ServerConfig {
   std::string redisTlsKey;
   // The defaults are the fast configuration measured in bench/load/tuning.md.
   std::size_t threads = 1024;         // most HTTP threads, one per open connection, started as needed
-  std::size_t pgPoolSize = 4;         // PostgreSQL connections, each a pipeline of statements
-  std::size_t pgPipelineDepth = 16;   // statements in flight at once on one connection
+  std::size_t pgPoolSize = 1;         // PostgreSQL connections, each a pipeline of statements
+  std::size_t pgPipelineDepth = 32;   // statements in flight at once on one connection
   std::chrono::milliseconds redisTimeout{250};  // the read path's whole Redis lookup
   std::chrono::milliseconds pgTimeout{5000};    // client-side deadline of one SQL statement
   std::chrono::seconds lockTtl{60};
