@@ -224,7 +224,12 @@ postgres_ticks() {  # the postmaster, its live children, and its reaped children
   echo "$total"
 }
 
-cpu_snapshot() { echo "$(ticks_of "$SERVER_PID") $(postgres_ticks) $(ticks_of "$REDIS_PID")"; }
+# The machine's steal time: while it was runnable, the hypervisor ran something else. On the VMs
+# of this project's machines it comes as whole-machine pauses of about 100 ms once both cores are
+# busy (bench/load/tuning.md, "The tail"); pgbench's max latency shows them too.
+steal_ticks() { awk '$1 == "cpu" { print $9; exit }' /proc/stat; }
+
+cpu_snapshot() { echo "$(ticks_of "$SERVER_PID") $(postgres_ticks) $(ticks_of "$REDIS_PID") $(steal_ticks)"; }
 
 
 # Milliseconds from a wrk duration ("812.00us", "1.23ms", "2.01s", "1.00m").
@@ -241,7 +246,7 @@ pct() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.0f", 100 * a / b; 
 hwm_mib() { awk '/^VmHWM:/ { printf "%.1f", $2 / 1024 }' "/proc/$SERVER_PID/status"; }
 
 # run_wrk LABEL URL [SECONDS]: one wrk run; sets RPS P50 P99 MAX CPU_* US_PER_REQ, appends a summary row.
-RPS=0 P50=0 P99=0 MAX=0 CPU_SERVER=0 CPU_PG=0 CPU_TOTAL=0 US_PER_REQ=0
+RPS=0 P50=0 P99=0 MAX=0 CPU_SERVER=0 CPU_PG=0 CPU_TOTAL=0 US_PER_REQ=0 STEAL=0
 run_wrk() {
   local label=$1 url=$2 seconds=${3:-$DURATION} out=$RUN_DIR/wrk.out times=$RUN_DIR/wrk.time
   local before after load elapsed
@@ -265,8 +270,8 @@ run_wrk() {
   P99=$(to_ms "$(awk '$1 == "99%" { print $2 }' "$out")")
   MAX=$(to_ms "$(awk '$1 == "Latency" { print $4; exit }' "$out")")
   elapsed=$(( (t1 - t0) / 1000000 ))  # ms
-  read -r s0 p0 r0 <<<"$before"
-  read -r s1 p1 r1 <<<"$after"
+  read -r s0 p0 r0 st0 <<<"$before"
+  read -r s1 p1 r1 st1 <<<"$after"
   local wrk_ticks requests
   wrk_ticks=$(tail -n 1 "$times" | awk -v tck="$CLK_TCK" '{ printf "%.0f", ($1 + $2) * tck }')
   requests=$(awk '/requests in/ { print $1; exit }' "$out")
@@ -275,13 +280,15 @@ run_wrk() {
   cpu_p=$(pct "$(( (p1 - p0) * 1000 / CLK_TCK ))" "$elapsed")
   cpu_r=$(pct "$(( (r1 - r0) * 1000 / CLK_TCK ))" "$elapsed")
   cpu_w=$(pct "$(( wrk_ticks * 1000 / CLK_TCK ))" "$elapsed")
+  STEAL=$(pct "$(( (st1 - st0) * 1000 / CLK_TCK ))" "$elapsed")
   us_per_req=$(awk -v t="$((s1 - s0))" -v tck="$CLK_TCK" -v n="$requests" 'BEGIN { printf "%.0f", t * 1e6 / tck / n }')
   PG_US_PER_REQ=$(awk -v t="$((p1 - p0))" -v tck="$CLK_TCK" -v n="$requests" 'BEGIN { printf "%.0f", t * 1e6 / tck / n }')
   echo "server peak RSS (VmHWM): $(hwm_mib) MiB; CPU over the run (100% = one core): server ${cpu_s}%," \
        "postgres ${cpu_p}%, redis ${cpu_r}%, wrk ${cpu_w}%; total $((cpu_s + cpu_p + cpu_r + cpu_w))% of $(( $(nproc) * 100 ))%;" \
-       "server CPU per request ${us_per_req} us, PostgreSQL CPU per request ${PG_US_PER_REQ} us; load average before $load"
+       "server CPU per request ${us_per_req} us, PostgreSQL CPU per request ${PG_US_PER_REQ} us; hypervisor steal ${STEAL}%;" \
+       "load average before $load"
   CPU_SERVER=$cpu_s CPU_PG=$cpu_p CPU_CLIENT=$cpu_w CPU_TOTAL=$((cpu_s + cpu_p + cpu_r + cpu_w)) US_PER_REQ=$us_per_req
-  SUMMARY+=("| $label | $RPS | $P50 | $P99 | $MAX | $(hwm_mib) | $cpu_s / $cpu_p / $cpu_r / $cpu_w | $CPU_TOTAL | $us_per_req |")
+  SUMMARY+=("| $label | $RPS | $P50 | $P99 | $MAX | $(hwm_mib) | $cpu_s / $cpu_p / $cpu_r / $cpu_w | $CPU_TOTAL | $STEAL | $us_per_req |")
 }
 
 # The endpoint's SQL as a pgbench script. Two mechanical rewrites, both printed: pgbench reads
@@ -340,8 +347,8 @@ run_pgbench() {
   read -r p50 p99 max < <(cat "$prefix".* | awk '{ print $3 }' | sort -n | awk '
     { v[NR] = $1 } END { printf "%.2f %.2f %.2f\n", v[int(NR * 0.5) + 1] / 1000, v[int(NR * 0.99) + 1] / 1000, v[NR] / 1000 }')
   local elapsed=$(( (t1 - t0) / 1000000 )) p0 p1 pgb
-  read -r _ p0 _ <<<"$before"
-  read -r _ p1 _ <<<"$after"
+  read -r _ p0 _ st0 <<<"$before"
+  read -r _ p1 _ st1 <<<"$after"
   pgb=$(tail -n 1 "$times" | awk -v tck="$CLK_TCK" '{ printf "%.0f", ($1 + $2) * tck }')
   TPS_P50=$p50 TPS_P99=$p99
   local transactions
@@ -350,9 +357,11 @@ run_pgbench() {
   local cpu_p cpu_b
   cpu_p=$(pct "$(( (p1 - p0) * 1000 / CLK_TCK ))" "$elapsed")
   cpu_b=$(pct "$(( pgb * 1000 / CLK_TCK ))" "$elapsed")
+  STEAL=$(pct "$(( (st1 - st0) * 1000 / CLK_TCK ))" "$elapsed")
   echo "latency p50 $p50 ms, p99 $p99 ms, max $max ms; CPU (100% = one core): postgres ${cpu_p}%," \
-       "pgbench ${cpu_b}%; PostgreSQL CPU per transaction ${PG_US_PER_TX} us; load average before $load"
-  SUMMARY+=("| $label | $TPS | $p50 | $p99 | $max | - | - / $cpu_p / - / $cpu_b | $((cpu_p + cpu_b)) | - |")
+       "pgbench ${cpu_b}%; PostgreSQL CPU per transaction ${PG_US_PER_TX} us; hypervisor steal ${STEAL}%;" \
+       "load average before $load"
+  SUMMARY+=("| $label | $TPS | $p50 | $p99 | $max | - | - / $cpu_p / - / $cpu_b | $((cpu_p + cpu_b)) | $STEAL | - |")
 }
 
 # A short burst that opens every pooled connection and prepares the statements; not measured.
@@ -419,16 +428,16 @@ main_runs() {
   # the figures, as the machine's speed drifts), then Redis paused right after the last pair (so
   # that "normal" is the run next to it in time). The chat endpoint: one pair, then Redis paused.
   local r floors=() floor_ratios=() rpss=() p50s=() p99s=() effs=() tails=() cpus=() servers=() pgs=() uss=()
-  local pg_txs=() pg_reqs=() clients=()
+  local pg_txs=() pg_reqs=() clients=() steals=() floor_steals=()
   for ((r = 1; r <= ROUNDS; r++)); do
     steady_state
     run_pgbench "floor: pgbench, list SQL (round $r)" "$list_script" "p1=$TOKEN" "p2=$WORKSPACE" "p3=false"
-    floors+=("$TPS") pg_txs+=("$PG_US_PER_TX")
+    floors+=("$TPS") pg_txs+=("$PG_US_PER_TX") floor_steals+=("$STEAL")
     floor_ratios+=("$(awk -v a="$TPS_P99" -v b="$TPS_P50" 'BEGIN { printf "%.2f", a / b }')")
     steady_state
     run_wrk "list, steady (round $r)" "$(list_url)"
     rpss+=("$RPS") p50s+=("$P50") p99s+=("$P99") cpus+=("$CPU_TOTAL") servers+=("$CPU_SERVER") pgs+=("$CPU_PG")
-    uss+=("$US_PER_REQ") pg_reqs+=("$PG_US_PER_REQ") clients+=("$CPU_CLIENT")
+    uss+=("$US_PER_REQ") pg_reqs+=("$PG_US_PER_REQ") clients+=("$CPU_CLIENT") steals+=("$STEAL")
     effs+=("$(awk -v a="$RPS" -v b="$TPS" 'BEGIN { printf "%.3f", a / b }')")
     tails+=("$(awk -v a="$P99" -v b="$P50" 'BEGIN { printf "%.2f", a / b }')")
   done
@@ -439,12 +448,12 @@ main_runs() {
   list_us=$(median "${uss[@]}") list_eff=$(median "${effs[@]}") list_tail=$(median "${tails[@]}")
   local list_pg_tx list_pg_req list_client
   list_pg_tx=$(median "${pg_txs[@]}") list_pg_req=$(median "${pg_reqs[@]}") list_client=$(median "${clients[@]}")
-  local rounds_table=("| round | pgbench tps | list requests/s | efficiency | list p50 ms | list p99 ms | p99/p50 | pgbench p99/p50 |"
-                      "|---:|---:|---:|---:|---:|---:|---:|---:|")
+  local rounds_table=("| round | pgbench tps | list requests/s | efficiency | list p50 ms | list p99 ms | p99/p50 | pgbench p99/p50 | steal % pgbench / list |"
+                      "|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
   for ((r = 0; r < ROUNDS; r++)); do
-    rounds_table+=("| $((r + 1)) | ${floors[r]} | ${rpss[r]} | $(pct "${rpss[r]}" "${floors[r]}")% | ${p50s[r]} | ${p99s[r]} | ${tails[r]}x | ${floor_ratios[r]}x |")
+    rounds_table+=("| $((r + 1)) | ${floors[r]} | ${rpss[r]} | $(pct "${rpss[r]}" "${floors[r]}")% | ${p50s[r]} | ${p99s[r]} | ${tails[r]}x | ${floor_ratios[r]}x | ${floor_steals[r]} / ${steals[r]} |")
   done
-  rounds_table+=("| median | $floor_list | $list_rps | $(awk -v e="$list_eff" 'BEGIN { printf "%.0f", 100 * e }')% | $list_p50 | $list_p99 | ${list_tail}x | ${floor_list_ratio}x |")
+  rounds_table+=("| median | $floor_list | $list_rps | $(awk -v e="$list_eff" 'BEGIN { printf "%.0f", 100 * e }')% | $list_p50 | $list_p99 | ${list_tail}x | ${floor_list_ratio}x | $(median "${floor_steals[@]}") / $(median "${steals[@]}") |")
   local paused=()
   paused_run list
   paused+=("$RPS" "$P99" "$MAX")
@@ -490,8 +499,8 @@ main_runs() {
        "the Redis-paused runs; the server-side counts printed after those runs give the requests that really took" \
        "that long."
   echo
-  echo "| run | requests/s | p50 ms | p99 ms | max ms | server VmHWM MiB | CPU % server / postgres / redis / client | CPU % total | server CPU us/req |"
-  echo "|---|---:|---:|---:|---:|---:|---|---:|---:|"
+  echo "| run | requests/s | p50 ms | p99 ms | max ms | server VmHWM MiB | CPU % server / postgres / redis / client | CPU % total | steal % | server CPU us/req |"
+  echo "|---|---:|---:|---:|---:|---:|---|---:|---:|---:|"
   printf '%s\n' "${SUMMARY[@]}"
   echo
   echo "The list endpoint's rounds, each a pgbench floor run then the server's run right after it:"
@@ -541,6 +550,15 @@ main_runs() {
          "HTTP server in the path."
   else
     echo "- pgbench alone has p99/p50 = ${floor_list_ratio}x (list SQL) and ${floor_chat_ratio}x (chat SQL) here."
+  fi
+  local slo shi
+  slo=$(printf '%s\n' "${steals[@]}" "${floor_steals[@]}" | sort -g | head -n 1)
+  shi=$(printf '%s\n' "${steals[@]}" "${floor_steals[@]}" | sort -g | tail -n 1)
+  if [[ $shi != - && $shi -ge 1 ]]; then
+    echo "- The hypervisor took ${slo}% to ${shi}% of $(( $(nproc) * 100 ))% (steal time) during the list and pgbench" \
+         "runs. Here that comes as pauses of the whole machine of about 100 ms (bench/load/tuning.md, \"The tail\"):" \
+         "no process answers during one, pgbench's max latency shows them, and wrk's correction turns each into" \
+         "the samples every connection could not send meanwhile, which is what moves a p99."
   fi
 }
 
