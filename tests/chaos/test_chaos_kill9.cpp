@@ -851,10 +851,15 @@ void runChaos(const RedisTarget& target) {
       const std::string key{keys->element[k]->str, keys->element[k]->len};
       if (ownLockKeys.count(key) == 0) continue;
       ++locksLeft;
-      auto* pttl = runRedis(probe, {"PTTL", key});
-      locksLeftText += "  left on port " + std::to_string(port) + ": " + key + " (PTTL " +
-                       std::to_string(pttl->integer) + " ms)\n";
-      freeReplyObject(pttl);
+      std::string expiry;
+      try {  // a cluster replica answers MOVED: the master's line has the TTL
+        auto* pttl = runRedis(probe, {"PTTL", key});
+        expiry = "PTTL " + std::to_string(pttl->integer) + " ms";
+        freeReplyObject(pttl);
+      } catch (const std::exception& e) {
+        expiry = e.what();
+      }
+      locksLeftText += "  left on port " + std::to_string(port) + ": " + key + " (" + expiry + ")\n";
     }
     freeReplyObject(keys);
     redisFree(probe);
