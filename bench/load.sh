@@ -373,7 +373,23 @@ warm_up() {
 }
 
 # Re-sets the state, then lets one read repair the stuck third: the steady state.
+# Waits until the server has answered what a finished wrk run left queued (with hundreds of
+# connections, requests read before wrk closed them are still served afterwards, and a list read
+# among them would repair the markers that steady_state re-sets).
+wait_quiet() {
+  local last=-1 now i
+  for ((i = 0; i < 100; i++)); do
+    now=$(curl -sS --max-time 5 "$SERVER_URL/metrics" |
+          awk '$1 ~ /^mothership_http_requests_total\{route="\/api\/mothership\/chats/ { n += $2 } END { print n + 0 }')
+    [[ $now = "$last" ]] && return 0
+    last=$now
+    sleep 0.1
+  done
+  die "the server still answers chat requests 10 s after the load stopped"
+}
+
 steady_state() {
+  wait_quiet
   reset_state
   local before
   before=$(metric streamlock_markers_repaired_total)
