@@ -372,7 +372,6 @@ warm_up() {
   wrk -t2 -c"$CONNECTIONS" -d1s -s "$ROOT/bench/load/auth.lua" "$(chat_url)" -- "$TOKEN" >/dev/null
 }
 
-# Re-sets the state, then lets one read repair the stuck third: the steady state.
 # Waits until the server has answered what a finished wrk run left queued (with hundreds of
 # connections, requests read before wrk closed them are still served afterwards, and a list read
 # among them would repair the markers that steady_state re-sets).
@@ -388,6 +387,7 @@ wait_quiet() {
   die "the server still answers chat requests 10 s after the load stopped"
 }
 
+# Re-sets the state, then lets one read repair the stuck third: the steady state.
 steady_state() {
   wait_quiet
   reset_state
