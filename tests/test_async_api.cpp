@@ -477,10 +477,8 @@ TEST_CASE("executor: blocking calls made inside a completion that the host runs 
   test::CapturedLog log;
   test::TestDb db;
   test::ChatsTable chats(db);
-  auto options = test::clientOptions(test::redisUrl(), log);
+  auto options = test::clientOptions(test::redisUrl(), log, chats);
   options.executor = host.executor();
-  options.postgres.conninfo = test::databaseUrl();
-  options.repair.table = chats.name();
   Client client(options);
   const auto chat = chats.insert(std::nullopt);
   const auto stale = chats.insert(std::string("stream-gone"));
@@ -608,10 +606,7 @@ struct Healthy {
   test::TestDb db;
   test::ChatsTable chats{db};
   Options options = [this] {
-    auto o = test::clientOptions(test::redisUrl(), log);
-    o.postgres.conninfo = test::databaseUrl();
-    o.repair.table = chats.name();
-    return o;
+    return test::clientOptions(test::redisUrl(), log, chats);
   }();
   Client client{options};
   std::string key(const std::string& chat) const { return test::lockKey(options, chat); }
@@ -901,9 +896,7 @@ void everyFormAfterShutdown(bool withExecutor) {
   test::CapturedLog log;
   test::TestDb db;
   test::ChatsTable chats(db);
-  auto options = test::clientOptions(test::redisUrl(), log);
-  options.postgres.conninfo = test::databaseUrl();
-  options.repair.table = chats.name();
+  auto options = test::clientOptions(test::redisUrl(), log, chats);
   if (withExecutor) options.executor = host.executor();
   Client client(options);
   const auto caller = std::this_thread::get_id();
@@ -985,10 +978,8 @@ TEST_CASE("shutdown() with a PostgreSQL statement in flight completes it with Er
   test::TestDb blocker;
   test::ChatsTable chats(db);
   test::CapturedLog log;
-  auto options = test::clientOptions(test::redisUrl(), log);
-  options.postgres.conninfo = test::databaseUrl();
+  auto options = test::clientOptions(test::redisUrl(), log, chats);
   options.postgres.statementTimeout = 20s;
-  options.repair.table = chats.name();
   const auto chat = chats.insert(std::nullopt);
   const auto before = threadsWithoutClient();
   auto client = std::make_unique<Client>(options);
@@ -1126,10 +1117,8 @@ TEST_CASE("threads: completion-form PostgreSQL calls use no thread per call") {
   test::CapturedLog log;
   test::TestDb db;
   test::ChatsTable chats(db);
-  auto options = test::clientOptions(test::redisUrl(), log);
-  options.postgres.conninfo = test::databaseUrl();
+  auto options = test::clientOptions(test::redisUrl(), log, chats);
   options.postgres.poolSize = 2;
-  options.repair.table = chats.name();
   std::vector<std::string> ids;
   for (int i = 0; i < 50; ++i) ids.push_back(chats.insert(std::nullopt));
   const auto before = threadsWithoutClient();

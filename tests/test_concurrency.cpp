@@ -44,9 +44,7 @@ TEST_CASE("many threads on shared and distinct chats keep every invariant") {
   test::TestDb db;
   test::ChatsTable chats(db);
   test::CapturedLog log;
-  auto options = test::clientOptions(test::redisUrl(), log);
-  options.postgres.conninfo = test::databaseUrl();
-  options.repair.table = chats.name();
+  auto options = test::clientOptions(test::redisUrl(), log, chats);
   options.repair.lockTimeout = 5s;           // rows are contended here; deadlines are tested elsewhere
   options.redis.lookupDeadline = 5s;         // and this must hold under TSan
   options.redis.commandTimeout = 5s;

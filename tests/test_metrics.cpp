@@ -182,9 +182,7 @@ TEST_CASE("metrics: repairs with markers to clear are observed, with their pool"
   test::TestDb db;
   test::ChatsTable chats(db);
   test::CapturedLog log;
-  auto options = test::clientOptions(test::redisUrl(), log);
-  options.postgres.conninfo = test::databaseUrl();
-  options.repair.table = chats.name();
+  auto options = test::clientOptions(test::redisUrl(), log, chats);
   Client client(options);
 
   const auto stale = chats.insert("stream-gone");

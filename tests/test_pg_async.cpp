@@ -23,6 +23,7 @@
 #include "capture_log.h"
 #include "client/delivery.h"
 #include "env.h"
+#include "error_of.h"
 #include "io/loop.h"
 #include "net_faults.h"
 #include "pg.h"
@@ -42,6 +43,7 @@ using streamlock::detail::Loop;
 using streamlock::detail::PgPoolAccess;
 using namespace std::chrono_literals;
 namespace test = streamlock::test;
+using streamlock::test::errorOf;
 using Clock = std::chrono::steady_clock;
 
 namespace {
@@ -151,18 +153,6 @@ struct WiredPool {
   std::shared_ptr<Delivery> delivery;
   std::unique_ptr<PgPool> pool;
 };
-
-// The Error that fn throws; fails the test when it throws nothing.
-template <typename Fn>
-std::optional<Error> errorOf(Fn&& fn) {
-  try {
-    fn();
-  } catch (const Error& error) {
-    return error;
-  }
-  FAIL("no streamlock::Error thrown");
-  return std::nullopt;
-}
 
 long long activeWith(test::TestDb& db, const std::string& tag) {
   return db.number("SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND strpos(query, $1) > 0 "

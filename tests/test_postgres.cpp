@@ -9,6 +9,7 @@
 
 #include "capture_log.h"
 #include "env.h"
+#include "error_of.h"
 #include "net_faults.h"
 #include "pg.h"
 #include "streamlock/error.h"
@@ -20,6 +21,7 @@ using streamlock::PgPool;
 using streamlock::PostgresOptions;
 using namespace std::chrono_literals;
 namespace test = streamlock::test;
+using streamlock::test::errorOf;
 
 namespace {
 
@@ -28,18 +30,6 @@ PostgresOptions poolOptions(std::size_t poolSize = 2) {
   options.conninfo = test::databaseUrl();
   options.poolSize = poolSize;
   return options;
-}
-
-// The Error that fn throws; fails the test when it throws nothing.
-template <typename Fn>
-std::optional<Error> errorOf(Fn&& fn) {
-  try {
-    fn();
-  } catch (const Error& error) {
-    return error;
-  }
-  FAIL("no streamlock::Error thrown");
-  return std::nullopt;
 }
 
 }  // namespace

@@ -37,10 +37,7 @@ struct RepairFixture {
   streamlock::Options options = makeOptions(test::redisUrl());
 
   streamlock::Options makeOptions(const std::string& redisUrl) {
-    auto result = test::clientOptions(redisUrl, log);
-    result.postgres.conninfo = test::databaseUrl();
-    result.repair.table = chats.name();
-    return result;
+    return test::clientOptions(redisUrl, log, chats);
   }
   void lock(const std::string& chat, const std::string& stream) {
     redis.set(test::lockKey(options, chat), stream);

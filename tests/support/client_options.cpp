@@ -1,6 +1,7 @@
 #include "client_options.h"
 
 #include "env.h"
+#include "pg.h"
 
 namespace streamlock::test {
 
@@ -9,6 +10,13 @@ Options clientOptions(const std::string& redisUrl, CapturedLog& log) {
   options.redis.url = redisUrl;
   options.lock.keyPrefix = uniquePrefix();
   options.logger = log.logger();
+  return options;
+}
+
+Options clientOptions(const std::string& redisUrl, CapturedLog& log, const ChatsTable& chats) {
+  Options options = clientOptions(redisUrl, log);
+  options.postgres.conninfo = databaseUrl();
+  options.repair.table = chats.name();
   return options;
 }
 
