@@ -4,7 +4,6 @@
 // or the callback thread.
 #include "client/core.h"
 #include "client/waiter.h"
-#include "streamlock/protocol.h"
 
 namespace streamlock {
 namespace {
@@ -88,15 +87,9 @@ void Client::getActiveChatStreamIds(std::vector<std::string> chatIds, Completion
 ReconcileResult Client::reconcileChatStreamMarkers(const std::vector<MarkerCandidate>& candidates,
                                                    const ReconcileOptions& options) noexcept {
   try {
-    // The table runs here, not on the I/O thread: the candidates are this thread's, and the I/O
-    // thread is free for other calls meanwhile.
-    auto waiter = Waiter<LookupAnswer>::make();
-    core_->lookup(ClientCore::markedChatIds(candidates), [waiter](LookupAnswer answer) { waiter->set(std::move(answer)); });
-    ReconcileResult result = ClientCore::reconciled(candidates, waiter->wait());
-    if (!options.repair || result.status != LookupStatus::Verified) return result;
-    std::vector<StaleMarker> stale = protocol::staleMarkers(result.markers);
-    if (!stale.empty()) result.repair = repairStaleMarkers(stale);
-    return result;
+    auto waiter = Waiter<ReconcileResult>::make();
+    core_->reconcile(&candidates, options, [waiter](ReconcileResult result) { waiter->set(std::move(result)); });
+    return waiter->wait();
   } catch (const std::exception& e) {
     core_->log(LogLevel::Error, "reconciliation failed unexpectedly: {}", e.what());
     return preserved(candidates);

@@ -129,11 +129,6 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
   void lookup(std::vector<const std::string*> chatIds, std::function<void(LookupAnswer)> done);
   void reconcile(const std::vector<MarkerCandidate>* candidates, ReconcileOptions options,
                  std::function<void(ReconcileResult)> done);
-  // The two halves of a reconciliation around its lookup, for the blocking form to run the table
-  // on its own thread: the chat ids to look up (the marked candidates', in order), and the table
-  // applied to the answer (whose owners are in that order). No repair.
-  static std::vector<const std::string*> markedChatIds(const std::vector<MarkerCandidate>& candidates);
-  static ReconcileResult reconciled(const std::vector<MarkerCandidate>& candidates, LookupAnswer&& answer);
   void redisStatus(std::function<void(RedisStatus)> done);
 
   // --- locks.cpp --------------------------------------------------------------------------------

@@ -136,32 +136,22 @@ void ClientCore::lookup(std::vector<const std::string*> chatIds, std::function<v
   }
 }
 
-std::vector<const std::string*> ClientCore::markedChatIds(const std::vector<MarkerCandidate>& candidates) {
-  std::vector<const std::string*> ids;
-  ids.reserve(candidates.size());
-  for (const auto& candidate : candidates) {
-    if (candidate.marker && !candidate.marker->empty()) ids.push_back(&candidate.chatId);
-  }
-  return ids;
-}
-
-ReconcileResult ClientCore::reconciled(const std::vector<MarkerCandidate>& candidates, LookupAnswer&& answer) {
-  ReconcileResult result;
-  result.status = answer.status;
-  result.markers.reserve(candidates.size());
-  std::size_t next = 0;
-  for (const auto& candidate : candidates) {
-    const bool marked = candidate.marker && !candidate.marker->empty();
-    std::string owner = marked ? std::move(answer.owners[next++]) : std::string();
-    result.markers.push_back(reconcileOne(candidate, result.status, std::move(owner)));
-  }
-  return result;
-}
-
 void ClientCore::reconcile(const std::vector<MarkerCandidate>* candidates, ReconcileOptions options,
                            std::function<void(ReconcileResult)> done) {
-  lookup(markedChatIds(*candidates), [this, candidates, options, done = std::move(done)](LookupAnswer answer) mutable {
-    ReconcileResult result = reconciled(*candidates, std::move(answer));
+  std::vector<const std::string*> ids;
+  for (const auto& candidate : *candidates) {
+    if (candidate.marker && !candidate.marker->empty()) ids.push_back(&candidate.chatId);
+  }
+  lookup(std::move(ids), [this, candidates, options, done = std::move(done)](LookupAnswer answer) mutable {
+    ReconcileResult result;
+    result.status = answer.status;
+    result.markers.reserve(candidates->size());
+    std::size_t next = 0;
+    for (const auto& candidate : *candidates) {
+      const bool marked = candidate.marker && !candidate.marker->empty();
+      std::string owner = marked ? std::move(answer.owners[next++]) : std::string();
+      result.markers.push_back(reconcileOne(candidate, result.status, std::move(owner)));
+    }
     if (!options.repair || result.status != LookupStatus::Verified) return done(std::move(result));
     std::vector<StaleMarker> stale = protocol::staleMarkers(result.markers);
     if (stale.empty()) return done(std::move(result));
