@@ -7,6 +7,7 @@
 #include <hiredis/hiredis.h>
 
 #include <fstream>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -27,6 +28,7 @@ using streamlock::detail::Reply;
 using streamlock::detail::ReplyReader;
 using Owners = std::vector<std::string>;  // owners[i]: the lock value of key i, empty for none
 using Strings = std::vector<std::string>;
+using namespace std::string_literals;
 
 namespace {
 
@@ -53,7 +55,7 @@ std::vector<Reply> parseAll(const std::string& resp) {
 }
 
 // The strings of an array reply (as a server reads a command: an array of bulk strings).
-Strings arrayOfStrings(const redisReply* reply) {
+Strings arrayOfStrings(const streamlock::detail::ReplyValue* reply) {
   REQUIRE(reply != nullptr);
   REQUIRE(reply->type == REDIS_REPLY_ARRAY);
   Strings out;
@@ -64,25 +66,65 @@ Strings arrayOfStrings(const redisReply* reply) {
   return out;
 }
 
-// The code of the Error that reading this MGET reply throws; the owners stay untouched for a
-// failure the caller sees before any value (every case below).
-ErrorCode mgetError(const std::string& resp, std::size_t count) {
-  const Reply reply = parse(resp);
-  Owners owners(count);
-  try {
-    readMgetReply(reply.get(), count, owners.data());
-  } catch (const Error& error) {
-    return error.code();
-  }
-  FAIL("readMgetReply accepted " << resp);
-  return ErrorCode::InvalidArgument;
+// The one reply these bytes encode, read with the MGET sink armed for count values (as the
+// connection reads a lookup's answer), into owners.
+Reply parseSunk(const std::string& resp, std::size_t count, Owners& owners) {
+  ReplyReader reader;
+  reader.expectMget(owners.data(), count);
+  reader.feed(resp.data(), resp.size());
+  Reply reply = reader.next();
+  REQUIRE(reply);
+  reader.expectMget(nullptr, 0);
+  CHECK_FALSE(reader.next());
+  return reply;
 }
 
+// The code of the Error that reading this MGET reply throws, the same whether its values were
+// read into reply values or straight into the owners (the sink).
+ErrorCode mgetError(const std::string& resp, std::size_t count) {
+  ErrorCode codes[2] = {ErrorCode::InvalidArgument, ErrorCode::InvalidArgument};
+  for (const bool sunk : {false, true}) {
+    Owners owners(count);
+    const Reply reply = sunk ? parseSunk(resp, count, owners) : parse(resp);
+    try {
+      readMgetReply(reply.get(), count, owners.data());
+      FAIL("readMgetReply accepted " << resp << (sunk ? " (sunk)" : ""));
+    } catch (const Error& error) {
+      codes[sunk ? 1 : 0] = error.code();
+    }
+  }
+  CHECK(codes[0] == codes[1]);
+  return codes[0];
+}
+
+// The owners an MGET reply gives, checked to be the same through the sink.
 Owners readMget(const std::string& resp, std::size_t count) {
   const Reply reply = parse(resp);
   Owners owners(count);
   readMgetReply(reply.get(), count, owners.data());
+  Owners sunkOwners(count);
+  const Reply sunk = parseSunk(resp, count, sunkOwners);
+  CHECK(sunk->sunkOwners == sunkOwners.data());
+  readMgetReply(sunk.get(), count, sunkOwners.data());
+  CHECK(sunkOwners == owners);
   return owners;
+}
+
+// The error the reader throws for these bytes, after the replies before the bad bytes.
+struct Refusal {
+  std::size_t repliesBefore = 0;
+  std::optional<Error> error;
+};
+Refusal refusal(const std::string& resp) {
+  Refusal out;
+  ReplyReader reader;
+  try {
+    reader.feed(resp.data(), resp.size());
+    while (reader.next()) ++out.repliesBefore;
+  } catch (const Error& error) {
+    out.error = error;
+  }
+  return out;
 }
 
 }  // namespace
@@ -309,6 +351,102 @@ TEST_CASE("ReplyReader: a reply announcing a huge array does not make the reader
   CHECK(after - before < 256 * 1024);
 }
 
+TEST_CASE("ReplyReader: bytes hiredis would read differently from the guard are refused, after the replies before them", "[unit]") {
+  // Each case: one good reply, then the bad bytes. The guard must follow hiredis exactly, or the
+  // array limit would be checked against the wrong headers.
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"+OK\r\n", ",1.5\r\n"},                 // RESP3 double: not a type the library reads
+      {"+OK\r\n", "_\r\n"},                    // RESP3 null
+      {"+OK\r\n", "%1\r\n+a\r\n+b\r\n"},       // RESP3 map
+      {"+OK\r\n", "+no CR\n:1\r\n"},           // a line ended by a lone LF
+      {"+OK\r\n", "$3x\r\nabc\r\n"},          // a length with a stray byte
+      {"+OK\r\n", "$\r\n\r\n"},               // no length
+      {"+OK\r\n", "*1\n$1\r\na\r\n"},          // a header ended by a lone LF
+      {"+OK\r\n", "*-2\r\n"},                   // a negative count other than nil's -1
+      {"+OK\r\n", "$123456789012345678901234567890\r\n"},
+      {"+OK\r\n", "*1\r\n*1\r\n*1\r\n*1\r\n*1\r\n*1\r\n*1\r\n*1\r\n*1\r\n:1\r\n"},
+  };
+  for (const auto& [good, bad] : cases) {
+    INFO(bad);
+    const Refusal refused = refusal(good + bad);
+    CHECK(refused.repliesBefore == 1);
+    REQUIRE(refused.error);
+    CHECK(refused.error->code() == ErrorCode::ConnectionLost);
+    CHECK_THAT(refused.error->what(), Catch::StartsWith("Redis protocol error: "));
+  }
+  // Nested 8 deep is still read.
+  std::string deep;
+  for (int i = 0; i < 8; ++i) deep += "*1\r\n";
+  CHECK(parse(deep + ":1\r\n")->type == REDIS_REPLY_ARRAY);
+}
+
+TEST_CASE("ReplyReader: an armed MGET answer goes straight into its owners", "[unit]") {
+  Owners owners(3);
+  const Reply reply = parseSunk("*3\r\n" + bulk("stream-a") + nil + bulk("stream-c"), 3, owners);
+  CHECK(reply->type == REDIS_REPLY_ARRAY);
+  CHECK(reply->elements == 3);
+  CHECK(reply->element == nullptr);  // no value of its own per element
+  CHECK(reply->sunkOwners == owners.data());
+  CHECK(owners == Owners{"stream-a", "", "stream-c"});
+  readMgetReply(reply.get(), 3, owners.data());
+  CHECK(owners == Owners{"stream-a", "", "stream-c"});
+
+  // Copied when read into other owners.
+  Owners elsewhere(3);
+  readMgetReply(reply.get(), 3, elsewhere.data());
+  CHECK(elsewhere == owners);
+}
+
+TEST_CASE("ReplyReader: an armed reader reads any other reply as usual", "[unit]") {
+  for (const std::string& resp : {"*2\r\n" + bulk("a") + bulk("b"), "-ERR no\r\n"s, ":1\r\n"s, nil}) {
+    INFO(resp);
+    Owners owners(3);
+    const Reply reply = parseSunk(resp, 3, owners);
+    CHECK(reply->sunkOwners == nullptr);
+    CHECK(owners == Owners(3));
+  }
+  Owners owners(1);
+  const Reply array = parseSunk("*2\r\n" + bulk("a") + bulk("b"), 1, owners);
+  CHECK(arrayOfStrings(array.get()) == Strings{"a", "b"});
+}
+
+TEST_CASE("ReplyReader: a pipeline with a sunk MGET answer, split across two feeds at every byte position", "[unit]") {
+  const std::string first = "*4\r\n" + bulk("stream-a") + nil + bulk("") + bulk(std::string("x\0y", 3));
+  const std::string resp = first + "+OK\r\n" + "*2\r\n" + bulk("b") + nil;
+  for (std::size_t cut = 0; cut <= resp.size(); ++cut) {
+    INFO("cut at byte " << cut);
+    ReplyReader reader;
+    Owners owners(4);
+    Owners second(2);
+    std::vector<Reply> replies;
+    // Armed before every next() for the reply it reads, as the connection does.
+    auto drain = [&] {
+      for (;;) {
+        if (replies.empty()) {
+          reader.expectMget(owners.data(), 4);
+        } else if (replies.size() == 2) {
+          reader.expectMget(second.data(), 2);
+        } else {
+          reader.expectMget(nullptr, 0);
+        }
+        Reply reply = reader.next();
+        if (!reply) return;
+        replies.push_back(std::move(reply));
+      }
+    };
+    reader.feed(resp.data(), cut);
+    drain();
+    reader.feed(resp.data() + cut, resp.size() - cut);
+    drain();
+    REQUIRE(replies.size() == 3);
+    readMgetReply(replies[0].get(), 4, owners.data());
+    CHECK(owners == Owners{"stream-a", "", "", std::string("x\0y", 3)});
+    CHECK(isStatusOk(replies[1].get()));
+    readMgetReply(replies[2].get(), 2, second.data());
+    CHECK(second == Owners{"b", ""});
+  }
+}
+
 // --- readMgetReply -------------------------------------------------------------------------------------
 
 TEST_CASE("readMgetReply: a string value is the owner of the key at its position", "[unit]") {
@@ -318,6 +456,7 @@ TEST_CASE("readMgetReply: a string value is the owner of the key at its position
 TEST_CASE("readMgetReply: nil and the empty string mean no owner", "[unit]") {
   CHECK(readMget("*3\r\n" + nil + bulk("stream-b") + bulk(""), 3) == Owners{"", "stream-b", ""});
   CHECK(readMget("*2\r\n" + nil + nil, 2) == Owners{"", ""});
+  CHECK(readMget("*2\r\n*-1\r\n" + bulk("b"), 2) == Owners{"", "b"});  // RESP2's nil array is nil too
 }
 
 TEST_CASE("readMgetReply: an empty array for no keys", "[unit]") { CHECK(readMget("*0\r\n", 0).empty()); }

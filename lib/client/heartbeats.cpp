@@ -110,7 +110,7 @@ void ClientCore::extendDue() {
         failed(entry);
         continue;
       }
-      const redisReply* reply = outcome.reply.get();
+      const ReplyValue* reply = outcome.reply.get();
       if (isIntegerOne(reply)) {
         bump(counters_.heartbeatsExtended);
         // The new TTL runs from no earlier than the send: the window and the next extend count from it.

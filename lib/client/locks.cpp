@@ -136,7 +136,7 @@ void ClientCore::attemptAcquire(std::shared_ptr<AcquireOperation> op) {
       if (outcome.written) registerCleanup(op->key, op->streamId, op->sentAt);
       return fail(*outcome.error);
     }
-    const redisReply* reply = outcome.reply.get();
+    const ReplyValue* reply = outcome.reply.get();
     if (isErrorReply(reply)) {
       try {
         throwReplyError(reply);
@@ -292,7 +292,7 @@ void ClientCore::release(std::string chatId, std::string streamId, std::function
                 [finish](std::vector<CommandOutcome> outcomes) {
                   const CommandOutcome& outcome = outcomes.front();
                   if (outcome.error) return finish(ReleaseOutcome::Failed, &*outcome.error);
-                  const redisReply* reply = outcome.reply.get();
+                  const ReplyValue* reply = outcome.reply.get();
                   if (isErrorReply(reply)) {
                     const Error error(ErrorCode::ServerError, "Redis error: " + std::string(replyText(reply)));
                     return finish(ReleaseOutcome::Failed, &error);

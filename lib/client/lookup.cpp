@@ -150,7 +150,7 @@ void ClientCore::reconcile(const std::vector<MarkerCandidate>* candidates, Recon
     for (const auto& candidate : *candidates) {
       const bool marked = candidate.marker && !candidate.marker->empty();
       std::string owner = marked ? std::move(answer.owners[next++]) : std::string();
-      result.markers.push_back(reconcileOne(candidate, result.status, std::move(owner)));
+      reconcileOne(candidate, result.status, std::move(owner), result.markers);
     }
     if (!options.repair || result.status != LookupStatus::Verified) return done(std::move(result));
     std::vector<StaleMarker> stale = protocol::staleMarkers(result.markers);

@@ -17,26 +17,27 @@ const char* toString(MarkerState state) noexcept {
   return "?";
 }
 
-ReconciledMarker detail::reconcileOne(const MarkerCandidate& candidate, LookupStatus status, std::string&& owner) {
-  ReconciledMarker out{candidate.chatId, MarkerState::Inactive, std::nullopt, std::nullopt};
+void detail::reconcileOne(const MarkerCandidate& candidate, LookupStatus status, std::string&& owner,
+                          std::vector<ReconciledMarker>& out) {
+  ReconciledMarker& row = out.emplace_back();
+  row.chatId = candidate.chatId;
   // A null marker is inactive whatever the lock says: a lock without a marker is a stream
   // tearing down (marker cleared, lock not yet released).
-  if (!candidate.marker || candidate.marker->empty()) return out;
+  if (!candidate.marker || candidate.marker->empty()) return;
 
   const std::string& marker = *candidate.marker;
   if (status == LookupStatus::Verified) {
     if (!owner.empty()) {
-      out.state = MarkerState::Active;
-      out.streamId = std::move(owner);  // the lock owner wins over a stale persisted value
+      row.state = MarkerState::Active;
+      row.streamId = std::move(owner);  // the lock owner wins over a stale persisted value
     } else {
-      out.staleMarker = marker;
+      row.staleMarker = marker;
     }
-    return out;
+    return;
   }
   // Unknown: only a local owner equal to the marker proves the stream alive.
-  out.state = owner == marker ? MarkerState::Active : MarkerState::Unknown;
-  out.streamId = marker;
-  return out;
+  row.state = owner == marker ? MarkerState::Active : MarkerState::Unknown;
+  row.streamId = marker;
 }
 
 std::vector<ReconciledMarker> reconcileMarkers(const std::vector<MarkerCandidate>& candidates,
@@ -45,8 +46,8 @@ std::vector<ReconciledMarker> reconcileMarkers(const std::vector<MarkerCandidate
   out.reserve(candidates.size());
   for (const auto& candidate : candidates) {
     auto owner = active.owners.find(candidate.chatId);
-    out.push_back(detail::reconcileOne(candidate, active.status,
-                                       owner == active.owners.end() ? std::string() : std::string(owner->second)));
+    detail::reconcileOne(candidate, active.status,
+                         owner == active.owners.end() ? std::string() : std::string(owner->second), out);
   }
   return out;
 }

@@ -45,7 +45,7 @@ struct Redirect {
   int port = 0;
 };
 
-Redirect redirectOf(const redisReply* reply) {
+Redirect redirectOf(const ReplyValue* reply) {
   Redirect out;
   if (!isErrorReply(reply)) return out;
   const std::string_view text = replyText(reply);
@@ -112,7 +112,7 @@ class ClusterTopology final : public RedisTopology {
           reply.owners = *outcome.error;
           return done(std::move(reply));
         }
-        const redisReply* value = outcome.reply.get();
+        const ReplyValue* value = outcome.reply.get();
         if (value->type == REDIS_REPLY_NIL) continue;
         if (value->type == REDIS_REPLY_STRING) {
           owners[i].assign(value->str, value->len);
@@ -369,7 +369,7 @@ class ClusterTopology final : public RedisTopology {
       if (alive.expired() || token != refreshToken_) return;  // timed out and moved on
       loop_.cancel(refreshTimer_);
       if (outcome.error) return askForSlots(attempt + 1, outcome.error->what());
-      const redisReply* reply = outcome.replies.front().get();
+      const ReplyValue* reply = outcome.replies.front().get();
       if (isErrorReply(reply)) return askForSlots(attempt + 1, std::string(replyText(reply)));
       if (!applySlots(reply, host)) return askForSlots(attempt + 1, "a malformed CLUSTER SLOTS reply");
       mapKnown_ = true;
@@ -384,15 +384,15 @@ class ClusterTopology final : public RedisTopology {
   }
 
   // Entries [start, end, [ip, port, id, ...], replicas...]; an empty ip means the node asked.
-  bool applySlots(const redisReply* reply, const std::string& askedHost) {
+  bool applySlots(const ReplyValue* reply, const std::string& askedHost) {
     if (reply->type != REDIS_REPLY_ARRAY) return false;
     std::vector<Node*> slots(kSlots, nullptr);
     for (std::size_t e = 0; e < reply->elements; ++e) {
-      const redisReply* entry = reply->element[e];
+      const ReplyValue* entry = reply->element[e];
       if (entry->type != REDIS_REPLY_ARRAY || entry->elements < 3) return false;
-      const redisReply* start = entry->element[0];
-      const redisReply* end = entry->element[1];
-      const redisReply* master = entry->element[2];
+      const ReplyValue* start = entry->element[0];
+      const ReplyValue* end = entry->element[1];
+      const ReplyValue* master = entry->element[2];
       if (!isInteger(start) || !isInteger(end) || master->type != REDIS_REPLY_ARRAY || master->elements < 2) return false;
       if (master->element[0]->type != REDIS_REPLY_STRING || !isInteger(master->element[1])) return false;
       std::string ip(replyText(master->element[0]));

@@ -2,6 +2,7 @@
 
 #include <sys/epoll.h>
 
+#include <algorithm>
 #include <utility>
 
 namespace streamlock::detail {
@@ -19,6 +20,11 @@ RedisConnection::~RedisConnection() {
 }
 
 RedisConnection::RequestId RedisConnection::send(std::string_view resp, std::size_t replies, Handler handler) {
+  return send([resp](std::string& out) { out.append(resp); }, replies, std::move(handler), {});
+}
+
+RedisConnection::RequestId RedisConnection::send(const std::function<void(std::string&)>& encode,
+                                                 std::size_t replies, Handler handler, MgetSink sink) {
   // A connection the server closed while it was idle (a restart, CLIENT KILL, an idle timeout) is
   // replaced before anything is queued on it, since nothing that was sent on it could be retried
   // safely: a command sent on it might or might not have run.
@@ -26,9 +32,10 @@ RedisConnection::RequestId RedisConnection::send(std::string_view resp, std::siz
     close(Error(ErrorCode::ConnectionLost, "Redis at " + name_ + " closed the idle connection"));
   }
   const RequestId id = nextId_++;
-  out_.append(resp);
-  queued_ += resp.size();
-  requests_.push_back(Request{id, replies, std::move(handler), queued_, {}});
+  const std::size_t before = out_.size();
+  encode(out_);
+  queued_ += out_.size() - before;
+  requests_.push_back(Request{id, replies, std::move(handler), queued_, {}, std::move(sink)});
   if (state_ == State::Closed) {
     connect();
   } else if (state_ == State::Open) {
@@ -130,6 +137,7 @@ void RedisConnection::connected() {
                                    }
                                  },
                                  written_ + setup.size(),
+                                 {},
                                  {}});
   }
   state_ = State::Open;
@@ -209,28 +217,44 @@ void RedisConnection::onIo(std::uint32_t events) {
   }
 }
 
+void RedisConnection::armReader() noexcept {
+  if (requests_.empty() || !requests_.front().sink.owners) return reader_->expectMget(nullptr, 0);
+  const Request& front = requests_.front();
+  std::vector<std::string>& owners = *front.sink.owners;
+  const std::size_t begin = front.got.size() * front.sink.chunk;
+  if (begin >= owners.size()) return reader_->expectMget(nullptr, 0);
+  reader_->expectMget(owners.data() + begin, std::min(front.sink.chunk, owners.size() - begin));
+}
+
 void RedisConnection::readReplies() {
   in_.clear();
   const bool more = stream_->read(in_);
-  if (!in_.empty()) reader_->feed(in_.data(), in_.size());
   std::weak_ptr<bool> alive = alive_;
-  for (;;) {
-    Reply reply = reader_->next();
-    if (!reply) break;
-    if (requests_.empty()) {
-      if (!onPush_) throw Error(ErrorCode::ConnectionLost, "Redis at " + name_ + " sent an unexpected reply");
-      onPush_(std::move(reply));
-      if (alive.expired() || state_ != State::Open) return;
-      continue;
+  // Fed in slices, each parsed before the next is fed, so that hiredis' buffer stays small.
+  constexpr std::size_t kSlice = 16384;
+  for (std::size_t fed = 0; fed < in_.size();) {
+    const std::size_t slice = std::min(kSlice, in_.size() - fed);
+    reader_->feed(in_.data() + fed, slice);
+    fed += slice;
+    for (;;) {
+      armReader();
+      Reply reply = reader_->next();
+      if (!reply) break;
+      if (requests_.empty()) {
+        if (!onPush_) throw Error(ErrorCode::ConnectionLost, "Redis at " + name_ + " sent an unexpected reply");
+        onPush_(std::move(reply));
+        if (alive.expired() || state_ != State::Open) return;
+        continue;
+      }
+      Request& front = requests_.front();
+      front.got.push_back(std::move(reply));
+      if (front.got.size() < front.replies) continue;
+      Request done = std::move(requests_.front());
+      requests_.pop_front();
+      updateGauges();
+      if (done.handler) done.handler(RedisOutcome{std::move(done.got), std::nullopt, true});
+      if (alive.expired() || state_ != State::Open) return;  // a handler closed or destroyed it
     }
-    Request& front = requests_.front();
-    front.got.push_back(std::move(reply));
-    if (front.got.size() < front.replies) continue;
-    Request done = std::move(requests_.front());
-    requests_.pop_front();
-    updateGauges();
-    if (done.handler) done.handler(RedisOutcome{std::move(done.got), std::nullopt, true});
-    if (alive.expired() || state_ != State::Open) return;  // a handler closed or destroyed it
   }
   if (!more) throw Error(ErrorCode::ConnectionLost, "Redis at " + name_ + " closed the connection");
 }

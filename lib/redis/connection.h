@@ -45,6 +45,14 @@ struct RedisOutcome {
   bool written = false;        // all of the request's bytes reached the socket (it may have run)
 };
 
+// Where the replies of a lookup's MGETs go as they are parsed (ReplyReader::expectMget): the i-th
+// reply of the request covers (*owners)[i * chunk ...], at most chunk values. The request keeps
+// owners alive, abandoned or not, until its last reply is read.
+struct MgetSink {
+  std::shared_ptr<std::vector<std::string>> owners;
+  std::size_t chunk = 0;
+};
+
 // One connection to one Redis server, shared by every caller of a Client and pipelined: requests
 // are queued in order, written together at the end of the loop iteration, and their replies are
 // matched in order. A request whose caller gave up (its deadline passed) is abandoned, not
@@ -66,6 +74,10 @@ class RedisConnection final : public IoHandler {
   // Queues resp (`replies` commands, already encoded) and connects first if needed. handler runs
   // once, on the loop thread, never inside this call, unless the request is abandoned.
   RequestId send(std::string_view resp, std::size_t replies, Handler handler);
+  // The same, with the commands appended by encode straight to the bytes queued (a lookup's MGETs
+  // are large: no copy), and the MGET replies read into sink.owners when sink.owners is set.
+  RequestId send(const std::function<void(std::string&)>& encode, std::size_t replies, Handler handler,
+                 MgetSink sink);
   // The handler of id will not run; its replies are dropped when they come.
   void abandon(RequestId id) noexcept;
 
@@ -99,6 +111,7 @@ class RedisConnection final : public IoHandler {
     Handler handler;  // empty once abandoned
     std::uint64_t end;  // position of its last byte in the stream of everything queued
     std::vector<Reply> got;
+    MgetSink sink;
   };
 
   void connect();
@@ -107,6 +120,8 @@ class RedisConnection final : public IoHandler {
   void flush();
   void scheduleFlush();
   void readReplies();
+  // Tells the reader where the next reply goes when it answers an MGET of a lookup.
+  void armReader() noexcept;
   void updateInterest();
   void failAll(const Error& error, std::uint64_t written);
   // Keeps the gauges in step with state_ and requests_.

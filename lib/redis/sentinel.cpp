@@ -158,7 +158,7 @@ class SentinelTopology final : public RedisTopology {
         sentinels_[index]->close(*outcome.error);
         return askSentinel(index + 1, round, outcome.error->what());
       }
-      const redisReply* reply = outcome.replies.front().get();
+      const ReplyValue* reply = outcome.replies.front().get();
       if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 2 || reply->element[0]->type != REDIS_REPLY_STRING ||
           reply->element[1]->type != REDIS_REPLY_STRING) {
         return askSentinel(index + 1, round, isErrorReply(reply) ? std::string(replyText(reply)) : "master unknown");
@@ -197,7 +197,7 @@ class SentinelTopology final : public RedisTopology {
     master_->send(resp, 1, [this, alive, generation, round, host, port](RedisOutcome outcome) {
       if (alive.expired() || generation != generation_) return;
       if (outcome.error) return retry(round, "master " + host + ":" + std::to_string(port) + ": " + outcome.error->what());
-      const redisReply* role = outcome.replies.front().get();
+      const ReplyValue* role = outcome.replies.front().get();
       const bool master = role->type == REDIS_REPLY_ARRAY && role->elements > 0 &&
                           role->element[0]->type == REDIS_REPLY_STRING && replyText(role->element[0]) == "master";
       if (!master) return retry(round, host + ":" + std::to_string(port) + " is not a master (yet)");
@@ -261,7 +261,7 @@ class SentinelTopology final : public RedisTopology {
     subscriber_->onPush([this, alive](Reply message) {
       if (alive.expired()) return;
       // ["message", "+switch-master", "<name> <old-ip> <old-port> <new-ip> <new-port>"]
-      const redisReply* m = message.get();
+      const ReplyValue* m = message.get();
       if (m->type != REDIS_REPLY_ARRAY || m->elements != 3) return;
       const std::string_view payload = replyText(m->element[2]);
       if (payload.substr(0, payload.find(' ')) != settings_.url.masterName) return;

@@ -52,25 +52,26 @@ void executeOn(RedisConnection& connection, std::vector<KeyedCommand> commands,
 
 void lookupOn(RedisConnection& connection, const std::string& prefix, const std::vector<const std::string*>& ids,
               std::size_t chunk, std::function<void(LookupReply)> done) {
-  std::string resp;
-  const std::size_t commands = appendMgets(resp, prefix, ids, chunk);
-  const std::size_t count = ids.size();
-  connection.send(resp, commands, [count, chunk, done = std::move(done)](RedisOutcome outcome) {
-    LookupReply reply;
-    reply.roundTrips = 1;
-    if (outcome.error) {
-      reply.owners = *outcome.error;
-      return done(std::move(reply));
-    }
-    std::vector<std::string> owners(count);
-    try {
-      readMgetReplies(outcome.replies, chunk, owners);
-      reply.owners = std::move(owners);
-    } catch (const Error& e) {
-      reply.owners = e;
-    }
-    done(std::move(reply));
-  });
+  if (chunk == 0) chunk = 1;
+  // The values are read straight into owners as the replies are parsed (MgetSink).
+  auto owners = std::make_shared<std::vector<std::string>>(ids.size());
+  connection.send([&](std::string& out) { appendMgets(out, prefix, ids, chunk); }, (ids.size() + chunk - 1) / chunk,
+                  [owners, chunk, done = std::move(done)](RedisOutcome outcome) {
+                    LookupReply reply;
+                    reply.roundTrips = 1;
+                    if (outcome.error) {
+                      reply.owners = *outcome.error;
+                      return done(std::move(reply));
+                    }
+                    try {
+                      readMgetReplies(outcome.replies, chunk, *owners);
+                      reply.owners = std::move(*owners);
+                    } catch (const Error& e) {
+                      reply.owners = e;
+                    }
+                    done(std::move(reply));
+                  },
+                  MgetSink{owners, chunk});
 }
 
 void pingOn(RedisConnection& connection, std::function<void(std::optional<Error>)> done) {
@@ -78,7 +79,7 @@ void pingOn(RedisConnection& connection, std::function<void(std::optional<Error>
   appendCommand(resp, {"PING"});
   connection.send(resp, 1, [done = std::move(done)](RedisOutcome outcome) {
     if (outcome.error) return done(outcome.error);
-    const redisReply* reply = outcome.replies.front().get();
+    const ReplyValue* reply = outcome.replies.front().get();
     if (isErrorReply(reply)) return done(Error(ErrorCode::ServerError, "Redis error: " + std::string(replyText(reply))));
     done(std::nullopt);
   });
