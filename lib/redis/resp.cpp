@@ -53,22 +53,39 @@ void appendCommand(std::string& out, std::initializer_list<std::string_view> arg
 std::size_t appendMgets(std::string& out, std::string_view prefix, const std::vector<const std::string*>& ids,
                         std::size_t chunk) {
   if (chunk == 0) chunk = 1;
-  std::size_t size = 0;
-  for (const std::string* id : ids) size += 16 + prefix.size() + id->size();
-  out.reserve(out.size() + size + (ids.size() / chunk + 1) * 32);
+  // Written through a pointer into room made once: a lookup of a thousand chats is 4,000 pieces.
+  constexpr std::size_t kHeader = 1 + 20 + 2;  // '*' or '$', a number, CRLF
+  constexpr std::string_view kMget = "$4\r\nMGET\r\n";
+  std::size_t room = 0;
+  for (const std::string* id : ids) room += kHeader + prefix.size() + id->size() + 2;
+  room += (ids.size() / chunk + 1) * (kHeader + kMget.size());
+  const std::size_t start = out.size();
+  out.resize(start + room);
+  char* at = out.data() + start;
+  auto header = [&at](char tag, std::size_t number) {
+    *at++ = tag;
+    at = std::to_chars(at, at + 20, number).ptr;
+    *at++ = '\r';
+    *at++ = '\n';
+  };
+  auto copy = [&at](std::string_view bytes) {
+    std::memcpy(at, bytes.data(), bytes.size());
+    at += bytes.size();
+  };
   std::size_t commands = 0;
   for (std::size_t begin = 0; begin < ids.size(); begin += chunk) {
     const std::size_t end = std::min(ids.size(), begin + chunk);
-    appendHeader(out, '*', end - begin + 1);
-    out.append("$4\r\nMGET\r\n");
+    header('*', end - begin + 1);
+    copy(kMget);
     for (std::size_t i = begin; i < end; ++i) {
-      appendHeader(out, '$', prefix.size() + ids[i]->size());
-      out.append(prefix);
-      out.append(*ids[i]);
-      out.append("\r\n", 2);
+      header('$', prefix.size() + ids[i]->size());
+      copy(prefix);
+      copy(*ids[i]);
+      copy("\r\n");
     }
     ++commands;
   }
+  out.resize(static_cast<std::size_t>(at - out.data()));
   return commands;
 }
 
