@@ -4,9 +4,10 @@
 # wrk against pgbench -M prepared running its own SQL), then writes the machine, every command
 # exactly as run, and their tables. Both scripts' full output is shown while they run.
 #
-# Usage: bench/report.sh [--output FILE] [--no-sweep]
+# Usage: bench/report.sh [--output FILE] [--no-sweep] [--no-reference]
 #   --output FILE   where to write (default: <repo>/BENCHMARKS.md)
 #   --no-sweep      skip the load test's sweep of connections and server flags (about 100 s)
+#   --no-reference  skip the side-by-side run against bench/load/reference/server.py (about 90 s)
 #   -h, --help      this text
 # The environment of bench/run.sh (STREAMLOCK_BENCH_MIN_TIME, STREAMLOCK_BENCH_REPETITIONS) and of
 # bench/load.sh (STREAMLOCK_LOAD_RESTICK_MS) passes through. Takes 3 to 4 minutes on two cores
@@ -16,7 +17,10 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 OUTPUT=$ROOT/BENCHMARKS.md
 SWEEP=(--sweep)
+REFERENCE=1
 LOGS=""
+# The reference implementation's stack (bench/load/reference/server.py).
+REFERENCE_PACKAGES=(python3 python3-aiohttp python3-asyncpg python3-redis python3-uvloop)
 
 # shellcheck source=tests/services.sh
 source "$ROOT/tests/services.sh"
@@ -27,6 +31,7 @@ while [[ $# -gt 0 ]]; do
     -h|--help) usage; exit 0 ;;
     --output) [[ $# -ge 2 ]] || die "$1 needs a file"; OUTPUT=$2; shift 2 ;;
     --no-sweep) SWEEP=(); shift ;;
+    --no-reference) REFERENCE=0; shift ;;
     *) die "unknown argument $1" ;;
   esac
 done
@@ -46,6 +51,14 @@ run_logged() {
 
 run_logged run "$ROOT/bench/run.sh"
 run_logged load "$ROOT/bench/load.sh" "${SWEEP[@]}"
+# Side by side at 32 connections, each with its defaults, alternating in each round.
+REFERENCE_COMMAND=("$ROOT/bench/load/compare.sh" --rounds 3
+  --config mothership_server "$ROOT/build-load/examples/mothership_server/mothership_server" ""
+  --config reference "$ROOT/bench/load/reference/server.py" "--print-sql $ROOT/build-load/print_sql")
+if [[ $REFERENCE -eq 1 ]]; then
+  install_debian_packages "${REFERENCE_PACKAGES[@]}"
+  run_logged reference "${REFERENCE_COMMAND[@]}"
+fi
 
 # Lines of section "== NAME" of a log (up to the next "== " header), without the scripts' own
 # progress lines.
@@ -150,10 +163,57 @@ write_report() {
   echo '```'
   echo
   echo "</details>"
+  if [[ $REFERENCE -eq 1 ]]; then
+    echo
+    echo "## Side by side with a reference implementation"
+    echo
+    echo "\`bench/load/reference/server.py\`: the same two endpoints on a mainstream event-loop stack"
+    echo "(Python asyncio on uvloop, aiohttp, asyncpg, redis-py's asyncio client; Debian's packages),"
+    echo "written as a team on that stack would write it: one process, the drivers' default pools, the"
+    echo "same SQL text (from \`print_sql\`), one MGET under the same 250 ms deadline, the same"
+    echo "reconciliation and compare-and-clear repair, byte-identical response bodies. Both servers run"
+    echo "with their defaults, in turn in each of 3 rounds, under the same wrk at 32 connections, in the"
+    echo "steady state. Command (paths relative to the repository):"
+    echo
+    echo '```'
+    printf '%q ' "${REFERENCE_COMMAND[@]}" | sed "s|$ROOT/||g"
+    echo
+    echo '```'
+    echo
+    section reference "medians over 3 rounds (wrk -t2 -c32 -d6s)" | sed '/^$/d; /^bench\//d'
+    echo
+    reference_targets
+  fi
   echo
   echo "## Tuning"
   echo
   echo "Server changes measured on prototypes (copies of the tree, not this one): bench/load/tuning.md."
+}
+
+# The goals of the side-by-side run: at least 4x the reference's requests/s and a p99 no worse than
+# its p99 on both endpoints (medians of the rounds), and no non-2xx answer or socket error.
+reference_targets() {
+  local endpoint ours theirs
+  for endpoint in list chat; do
+    ours=$(awk -F'|' -v e="$endpoint" '$2 ~ /^ mothership_server $/ && $3 ~ " " e " " { print $4, $6 }' "$LOGS/reference.log" | awk '{ print $1, $3 }')
+    theirs=$(awk -F'|' -v e="$endpoint" '$2 ~ /^ reference $/ && $3 ~ " " e " " { print $4, $6 }' "$LOGS/reference.log" | awk '{ print $1, $3 }')
+    read -r our_rps our_p99 <<<"$ours"
+    read -r their_rps their_p99 <<<"$theirs"
+    local ratio rps_ok p99_ok
+    ratio=$(awk -v a="$our_rps" -v b="$their_rps" 'BEGIN { printf "%.1f", a / b }')
+    rps_ok=$(awk -v a="$our_rps" -v b="$their_rps" 'BEGIN { print (a >= 4 * b) ? "met" : "NOT met" }')
+    p99_ok=$(awk -v p="$our_p99" -v q="$their_p99" 'BEGIN { print (p + 0 <= q + 0) ? "met" : "NOT met" }')
+    echo "- $endpoint: ${ratio}x the reference's requests/s (target at least 4x: $rps_ok);" \
+         "p99 $our_p99 ms against $their_p99 ms (target no worse: $p99_ok)"
+  done
+  local errors
+  errors=$(grep -c 'ERRORS:' "$LOGS/reference.log" || true)
+  if [[ $errors -eq 0 ]]; then
+    echo "- non-2xx answers and socket errors: none in any run (target none: met)"
+  else
+    echo "- non-2xx answers or socket errors in $errors runs (target none: NOT met):"
+    grep 'ERRORS:' "$LOGS/reference.log" | sed 's/^/  - /'
+  fi
 }
 
 write_report >"$OUTPUT.tmp"
