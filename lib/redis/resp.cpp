@@ -8,6 +8,7 @@
 #include <cstring>
 #include <new>
 #include <system_error>
+#include <type_traits>
 
 #include <fmt/format.h>
 
@@ -167,7 +168,10 @@ struct ReplyFunctions {
   static void* array(const redisReadTask* task, Count elements) noexcept {
     void* out = nullptr;
     if (sunk(task, REDIS_REPLY_ARRAY, nullptr, 0, &out)) return out;
-    if (elements < 0 || static_cast<long long>(elements) > kMaxReplyElements) return nullptr;
+    if constexpr (std::is_signed_v<Count>) {
+      if (elements < 0) return nullptr;
+    }
+    if (static_cast<unsigned long long>(elements) > static_cast<unsigned long long>(kMaxReplyElements)) return nullptr;
     const auto count = static_cast<std::size_t>(elements);
     auto* reader = static_cast<ReplyReader*>(task->privdata);
     if (task->parent == nullptr && reader->mgetOwners_ != nullptr && count == reader->mgetCount_) {
