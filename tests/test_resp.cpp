@@ -364,6 +364,8 @@ TEST_CASE("ReplyReader: bytes hiredis would read differently from the guard are 
       {"+OK\r\n", "*1\n$1\r\na\r\n"},          // a header ended by a lone LF
       {"+OK\r\n", "*-2\r\n"},                   // a negative count other than nil's -1
       {"+OK\r\n", "$123456789012345678901234567890\r\n"},
+      {"+OK\r\n", "$9223372036854775807\r\n"},  // no overflow counting the bytes to skip
+      {"+OK\r\n", "$536870913\r\n"},            // over Redis' own 512 MB limit
       {"+OK\r\n", "*1\r\n*1\r\n*1\r\n*1\r\n*1\r\n*1\r\n*1\r\n*1\r\n*1\r\n:1\r\n"},
   };
   for (const auto& [good, bad] : cases) {

@@ -280,6 +280,9 @@ bool ReplyReader::ArrayGuard::header(std::string_view text) {
     }
   } else if (n < 0) {
     elementDone();  // a nil bulk string
+  } else if (n > kMaxBulkLength) {
+    fail(fmt::format("a bulk string of {} bytes (at most {} are read)", n, kMaxBulkLength));
+    return false;
   } else {
     bulkLeft_ = n + 2;  // the value and its CRLF
     state_ = State::Bulk;

@@ -46,6 +46,8 @@ std::size_t appendMgets(std::string& out, std::string_view prefix, const std::ve
 // The most elements an array of a reply may announce: hiredis allocates room for all of them as it
 // reads the header, so a broken or hostile server's "*2147483647" would cost 16 GB.
 constexpr long long kMaxReplyElements = 1 << 20;
+// The longest bulk string read: Redis' own limit (proto-max-bulk-len, 512 MB by default).
+constexpr long long kMaxBulkLength = 512LL * 1024 * 1024;
 // The deepest nesting of arrays read (Redis' replies to the library's commands nest 3 deep).
 constexpr std::size_t kMaxReplyDepth = 8;
 
