@@ -2,6 +2,7 @@
 // (Redis not configured, refusing, hung, restarting, answering errors, or behind the breaker).
 #include <catch2/catch.hpp>
 
+#include <atomic>
 #include <chrono>
 #include <functional>
 #include <future>
@@ -12,6 +13,9 @@
 #include <vector>
 
 #include "capture_log.h"
+#include "io/loop.h"
+#include "redis/connection.h"
+#include "redis/topology.h"
 #include "client_options.h"
 #include "env.h"
 #include "redis_client.h"
@@ -229,6 +233,67 @@ TEST_CASE("a batch larger than mgetChunkSize is answered whole, one MGET per chu
   CHECK(result.owners.size() == expected.size());
   CHECK(result.owners == expected);
   CHECK(redis.calls("mget") - mgetBefore == 3);
+}
+
+TEST_CASE("connection: a lookup's MGET answers go straight into their owners, chunk by chunk, also when abandoned") {
+  namespace detail = streamlock::detail;
+  test::RedisServerProcess server;
+  test::TestRedis redis(server.url());
+  redis.mset({{"k:a", "stream-a"}, {"k:c", "stream-c"}, {"k:e", "stream-e"}});
+  const std::vector<std::string> chats{"a", "b", "c", "d", "e"};
+  std::vector<const std::string*> ids;
+  for (const auto& chat : chats) ids.push_back(&chat);
+
+  struct Seen {
+    std::vector<bool> sunkInPlace;  // per reply: no value per key, and its owners where the sink put them
+    std::vector<std::string> owners;
+    std::optional<std::string> error;
+  };
+  std::promise<Seen> seen;
+  std::atomic<bool> abandonedRan{false};
+  detail::Loop loop;
+  std::unique_ptr<detail::RedisConnection> connection;
+  detail::RedisServerSettings settings;
+  settings.host = "127.0.0.1";
+  settings.port = server.port();
+  REQUIRE(loop.post([&] {
+    connection = std::make_unique<detail::RedisConnection>(loop, settings);
+    auto encode = [&](std::string& out) { detail::appendMgets(out, "k:", ids, 2); };
+    // The first request is abandoned at once: its replies are still read into owners that only
+    // the request keeps alive (ASan would see them freed), and dropped.
+    const detail::MgetSink abandoned{std::make_shared<std::vector<std::string>>(chats.size()), 2};
+    connection->abandon(
+        connection->send(encode, 3, [&abandonedRan](detail::RedisOutcome) { abandonedRan = true; }, abandoned));
+    const detail::MgetSink sink{std::make_shared<std::vector<std::string>>(chats.size()), 2};
+    connection->send(encode, 3, [&seen, sink](detail::RedisOutcome outcome) {
+      Seen out;
+      if (outcome.error) {
+        out.error = outcome.error->what();
+        return seen.set_value(out);
+      }
+      for (std::size_t i = 0; i < outcome.replies.size(); ++i) {
+        const detail::ReplyValue* reply = outcome.replies[i].get();
+        out.sunkInPlace.push_back(reply->element == nullptr && reply->sunkOwners == sink.slice(i).owners);
+      }
+      detail::readMgetReplies(outcome.replies, sink);
+      out.owners = *sink.owners;
+      seen.set_value(out);
+    }, sink);
+  }));
+  auto future = seen.get_future();
+  REQUIRE(future.wait_for(10s) == std::future_status::ready);
+  const Seen result = future.get();
+  std::promise<void> closed;
+  REQUIRE(loop.post([&] {
+    connection.reset();
+    closed.set_value();
+  }));
+  closed.get_future().wait();
+
+  REQUIRE_FALSE(result.error);
+  CHECK_FALSE(abandonedRan);
+  CHECK(result.sunkInPlace == std::vector<bool>{true, true, true});
+  CHECK(result.owners == std::vector<std::string>{"stream-a", "", "stream-c", "", "stream-e"});
 }
 
 TEST_CASE("unknown: an error reply (an ACL user without +mget)") {

@@ -139,6 +139,7 @@ void ClientCore::lookup(std::vector<const std::string*> chatIds, std::function<v
 void ClientCore::reconcile(const std::vector<MarkerCandidate>* candidates, ReconcileOptions options,
                            std::function<void(ReconcileResult)> done) {
   std::vector<const std::string*> ids;
+  ids.reserve(candidates->size());
   for (const auto& candidate : *candidates) {
     if (candidate.marker && !candidate.marker->empty()) ids.push_back(&candidate.chatId);
   }

@@ -218,12 +218,9 @@ void RedisConnection::onIo(std::uint32_t events) {
 }
 
 void RedisConnection::armReader() noexcept {
-  if (requests_.empty() || !requests_.front().sink.owners) return reader_->expectMget(nullptr, 0);
-  const Request& front = requests_.front();
-  std::vector<std::string>& owners = *front.sink.owners;
-  const std::size_t begin = front.got.size() * front.sink.chunk;
-  if (begin >= owners.size()) return reader_->expectMget(nullptr, 0);
-  reader_->expectMget(owners.data() + begin, std::min(front.sink.chunk, owners.size() - begin));
+  const MgetSink::Slice slice = requests_.empty() ? MgetSink::Slice{}
+                                                  : requests_.front().sink.slice(requests_.front().got.size());
+  reader_->expectMget(slice.owners, slice.count);
 }
 
 void RedisConnection::readReplies() {

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
@@ -51,6 +52,17 @@ struct RedisOutcome {
 struct MgetSink {
   std::shared_ptr<std::vector<std::string>> owners;
   std::size_t chunk = 0;
+
+  // The owners the reply-th MGET answers: where they start, and how many (0 past the last chunk).
+  struct Slice {
+    std::string* owners = nullptr;
+    std::size_t count = 0;
+  };
+  Slice slice(std::size_t reply) const noexcept {
+    const std::size_t begin = reply * chunk;
+    if (!owners || begin >= owners->size()) return {};
+    return {owners->data() + begin, std::min(chunk, owners->size() - begin)};
+  }
 };
 
 // One connection to one Redis server, shared by every caller of a Client and pipelined: requests

@@ -22,11 +22,10 @@ RedisServerSettings serverSettings(const TopologySettings& settings, const std::
   return out;
 }
 
-void readMgetReplies(const std::vector<Reply>& replies, std::size_t chunk, std::vector<std::string>& owners) {
+void readMgetReplies(const std::vector<Reply>& replies, const MgetSink& sink) {
   for (std::size_t c = 0; c < replies.size(); ++c) {
-    const std::size_t begin = c * chunk;
-    const std::size_t count = std::min(chunk, owners.size() - begin);
-    readMgetReply(replies[c].get(), count, owners.data() + begin);
+    const MgetSink::Slice slice = sink.slice(c);
+    readMgetReply(replies[c].get(), slice.count, slice.owners);
   }
 }
 
@@ -53,10 +52,10 @@ void executeOn(RedisConnection& connection, std::vector<KeyedCommand> commands,
 void lookupOn(RedisConnection& connection, const std::string& prefix, const std::vector<const std::string*>& ids,
               std::size_t chunk, std::function<void(LookupReply)> done) {
   if (chunk == 0) chunk = 1;
-  // The values are read straight into owners as the replies are parsed (MgetSink).
-  auto owners = std::make_shared<std::vector<std::string>>(ids.size());
+  // The values are read straight into the owners as the replies are parsed.
+  const MgetSink sink{std::make_shared<std::vector<std::string>>(ids.size()), chunk};
   connection.send([&](std::string& out) { appendMgets(out, prefix, ids, chunk); }, (ids.size() + chunk - 1) / chunk,
-                  [owners, chunk, done = std::move(done)](RedisOutcome outcome) {
+                  [sink, done = std::move(done)](RedisOutcome outcome) {
                     LookupReply reply;
                     reply.roundTrips = 1;
                     if (outcome.error) {
@@ -64,14 +63,14 @@ void lookupOn(RedisConnection& connection, const std::string& prefix, const std:
                       return done(std::move(reply));
                     }
                     try {
-                      readMgetReplies(outcome.replies, chunk, *owners);
-                      reply.owners = std::move(*owners);
+                      readMgetReplies(outcome.replies, sink);
+                      reply.owners = std::move(*sink.owners);
                     } catch (const Error& e) {
                       reply.owners = e;
                     }
                     done(std::move(reply));
                   },
-                  MgetSink{owners, chunk});
+                  sink);
 }
 
 void pingOn(RedisConnection& connection, std::function<void(std::optional<Error>)> done) {

@@ -90,8 +90,9 @@ std::unique_ptr<RedisTopology> makeTopology(Loop& loop, TopologySettings setting
 // Connection settings for one server of a topology.
 RedisServerSettings serverSettings(const TopologySettings& settings, const std::string& host, int port, int db);
 
-// Reads a lookup's MGET replies (chunks of at most chunk keys, in order) into owners.
-// Throws Error for an error reply or a malformed one.
-void readMgetReplies(const std::vector<Reply>& replies, std::size_t chunk, std::vector<std::string>& owners);
+// Reads a lookup's MGET replies (one per slice of the sink, in order) into the sink's owners, where
+// the connection put their values as it parsed them. Throws Error for an error reply or a
+// malformed one.
+void readMgetReplies(const std::vector<Reply>& replies, const MgetSink& sink);
 
 }  // namespace streamlock::detail

@@ -21,6 +21,7 @@ import argparse
 import asyncio
 import json
 import re
+import signal
 import subprocess
 import sys
 
@@ -63,7 +64,10 @@ class Server:
         self.list_sql = subprocess.run([args.print_sql, "list"], check=True, capture_output=True, text=True).stdout
         self.chat_sql = subprocess.run([args.print_sql, "chat"], check=True, capture_output=True, text=True).stdout
         # The caller CTE of the list statement, alone: authentication for requests of a bad form.
-        self.auth_sql = self.list_sql.split(",\naccess AS")[0] + AUTH_SQL_SUFFIX
+        caller, found, _ = self.list_sql.partition(",\naccess AS")
+        if not found or not caller.startswith("WITH caller AS"):
+            sys.exit("server.py: the list statement no longer starts with its caller CTE; update auth_sql")
+        self.auth_sql = caller + AUTH_SQL_SUFFIX
         self.requests = {LIST_ROUTE: 0, CHAT_ROUTE: 0}
         self.repaired = 0
         self.pool = None
@@ -206,8 +210,6 @@ async def serve(args):
     print(f"listening on http://{bound[0]}:{bound[1]}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    import signal
-
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     await stop.wait()
