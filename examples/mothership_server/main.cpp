@@ -67,19 +67,19 @@ streamlock::Options clientOptions(const ServerConfig& config) {
   // Completions run inline, on the library's I/O thread, which the library's rule for executors
   // (queue only, never run inline) allows for a host whose completions never block and never make
   // a blocking call. The server's do neither (routes.cpp: they compute, call completion forms, and
-  // hand the reply to the waiting HTTP thread, which logs). So "rows -> lookup and repair -> JSON"
-  // runs without a hop between threads, and the HTTP thread is woken once per request.
+  // deliver the reply to the HTTP event loop, which logs). So "rows -> lookup and repair -> JSON"
+  // runs without a hop between threads, and the event loop is woken once for all the replies
+  // delivered meanwhile.
   options.executor = [](std::function<void()> task) { task(); };
   return options;
 }
 
-// Connection handling that slow, idle, flooding or queueing clients cannot exhaust (http_server.h):
-// at most `threads` connections are served at once, the next ones queue (up to 4 per thread, at
-// least 256; beyond that 503), and idle ones give their thread up as soon as others queue.
+// Connection handling that slow, idle or flooding clients cannot exhaust (http_server.h): as many
+// open connections as --threads used to serve and queue (5 per thread, at least 256 more), past
+// which the longest idle one is closed, else the new one gets 503.
 mothership::HttpLimits httpLimits(const ServerConfig& config) {
   mothership::HttpLimits limits;
-  limits.threads = config.threads;
-  limits.maxQueued = config.threads * 4 < 256 ? 256 : config.threads * 4;
+  limits.maxConnections = config.threads + (config.threads * 4 < 256 ? 256 : config.threads * 4);
   return limits;
 }
 
@@ -100,28 +100,32 @@ void configureHttp(mothership::HttpServer& server, const mothership::Router& rou
   // (none of the routes takes one) is answered like any other (404, 405, or the GET route) and
   // its connection closed after the response, so that its unread body is never taken for the next
   // request. httplib thus never parses a body (multipart, chunked) at all.
-  server.set_pre_routing_handler([&router](const httplib::Request& req, httplib::Response& res) {
+  // A route that answers later (http/responder.h) has httplib run the request again once its answer
+  // is delivered: that second run only fills the Response with it.
+  server.set_pre_routing_handler([&router, &server](const httplib::Request& req, httplib::Response& res) {
     const bool hasBody = req.has_header("Transfer-Encoding") ||
                          (req.has_header("Content-Length") && req.get_header_value("Content-Length") != "0");
-    if (!unambiguousFraming(req)) {
+    if (const auto* answer = server.deliveredAnswer()) {
+      (*answer)(res);
+    } else if (!unambiguousFraming(req)) {
       res.status = 400;
       router.completeLibraryError(req, res);
     } else {
-      router.handle(req, res);
+      router.handle(req, res, server);
     }
     if (hasBody || res.status == 400) {
       res.set_header("Connection", "close");
-      mothership::HttpServer::closeAfterResponse();
+      server.closeAfterResponse();
     }
     return httplib::Server::HandlerResponse::Handled;
   });
   // httplib's own errors (a malformed request line or header, a request line over 8 KiB) get a
   // JSON body; the connection closes after them, since the rest of the request was not read.
   server.set_error_handler(httplib::Server::HandlerWithResponse(
-      [&router](const httplib::Request& req, httplib::Response& res) {
+      [&router, &server](const httplib::Request& req, httplib::Response& res) {
         if (!router.completeLibraryError(req, res)) return httplib::Server::HandlerResponse::Unhandled;
         res.set_header("Connection", "close");
-        mothership::HttpServer::closeAfterResponse();
+        server.closeAfterResponse();
         return httplib::Server::HandlerResponse::Handled;
       }));
 }
@@ -232,12 +236,10 @@ int main(int argc, char** argv) {
     const char* name = signal == SIGINT ? "SIGINT" : "SIGTERM";
     say(LogLevel::Info, "stopping", fmt::format("{} received, finishing in-flight requests", name),
         {{"signal", name}});
-    // stop() acts only once the accept loop runs; a signal can arrive just before it does.
-    while (!server.is_running() && !listenReturned) std::this_thread::sleep_for(std::chrono::milliseconds{10});
-    server.stop();
+    server.stop();  // also before serve() starts: it then returns at once
   });
 
-  const bool listened = server.listen_after_bind();  // returns after stop(), once in-flight requests end
+  const bool listened = server.serve();  // returns after stop(), once in-flight requests end
   listenReturned = true;
   if (!signalled) pthread_kill(stopper.native_handle(), SIGTERM);
   stopper.join();

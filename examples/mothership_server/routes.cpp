@@ -15,7 +15,7 @@
 #include <streamlock/error.h>
 #include <streamlock/metrics.h>
 
-#include "handoff.h"
+#include "http/responder.h"
 #include "json.h"
 #include "log.h"
 #include "metrics.h"
@@ -33,8 +33,8 @@ constexpr auto kChatFailed = "Failed to fetch chat";
 // ---- replies ----
 
 // What a route answers. The two chat routes make theirs in the library's completions, on its I/O
-// thread (main.cpp's inline executor), where nothing may block: the HTTP thread that waits for it
-// then writes it into httplib's Response and logs what went wrong.
+// thread (main.cpp's inline executor), where nothing may block: they deliver it to the HTTP event
+// loop (http/responder.h), which writes it into httplib's Response and logs what went wrong.
 struct Reply {
   int status = 500;
   std::string body;
@@ -76,7 +76,7 @@ Reply databaseFailure(const streamlock::Error& error, const char* publicMessage)
   return reply;
 }
 
-// On the HTTP thread: the reply into httplib's Response (the body is moved: set_content copies),
+// On the HTTP loop thread: the reply into httplib's Response (the body is moved: set_content copies),
 // and its failure into the log.
 void respond(Reply reply, httplib::Response& res) {
   res.status = reply.status;
@@ -94,18 +94,57 @@ void respond(Reply reply, httplib::Response& res) {
   }
 }
 
-// ---- waiting for a reply made on the I/O thread ----
+// ---- answering later ----
 
-using ReplyPromise = std::shared_ptr<Promise<Reply>>;
+// What every answered request goes through: its reply into the Response, then counted and logged
+// by route template. On the HTTP (event loop) thread.
+struct Finish {
+  Metrics& metrics;
+  const char* route;
+  std::string method;
+  std::chrono::steady_clock::time_point start;
 
-// Calls start(promise), which hands the promise to the library's completions, and waits (once)
-// for the reply they set; 500 if they drop it unset.
-template <typename Start>
-Reply await(Start&& start) {
-  auto handoff = std::make_shared<Handoff<Reply>>();
-  start(std::make_shared<Promise<Reply>>(handoff, [] { return errorReply(500, "Internal server error"); }));
-  return handoff->wait();
-}
+  void account(int status) const {
+    const std::chrono::duration<double> elapsed = std::chrono::steady_clock::now() - start;
+    metrics.observe(route, status, elapsed.count());
+    // The raw path and the headers are never logged: they can carry ids and tokens.
+    examples::logAccess(method, route, status, elapsed.count());
+  }
+  void operator()(httplib::Response& res, Reply reply) const {
+    respond(std::move(reply), res);
+    account(res.status);
+  }
+};
+
+// One request's reply, made on the library's I/O thread (or at once), delivered once to the HTTP
+// layer; a promise dropped without a reply (a completion that threw, or that was destroyed
+// uncalled) delivers 500, so that no request waits for ever.
+class Answer {
+ public:
+  Answer(Deliver deliver, Finish finish) : deliver_(std::move(deliver)), finish_(std::move(finish)) {}
+  ~Answer() {
+    if (!done_) set(errorReply(500, "Internal server error"));
+  }
+  Answer(const Answer&) = delete;
+  Answer& operator=(const Answer&) = delete;
+
+  void set(Reply reply) noexcept {
+    if (done_) return;
+    done_ = true;
+    try {
+      deliver_([reply = std::move(reply), finish = finish_](httplib::Response& res) mutable { finish(res, std::move(reply)); });
+    } catch (const std::exception&) {
+      // Out of memory: nothing more can be done for this request.
+    }
+  }
+
+ private:
+  Deliver deliver_;
+  Finish finish_;
+  bool done_ = false;
+};
+
+using ReplyPromise = std::shared_ptr<Answer>;
 
 // ---- bodies ----
 
@@ -186,79 +225,78 @@ std::optional<std::string> bearerToken(const httplib::Request& req) {
 // Each is one statement (authentication, access and rows together), then for active chats one
 // lookup with repair, then the body: the contract's reader order (the database before Redis, the
 // repair before the answer). The completions run on the I/O thread and never block: they call only
-// completion forms, and leave logging to the HTTP thread.
+// completion forms, and leave logging to the HTTP loop thread.
 
 // A request whose form is wrong still authenticates first: 401 for a bad token, else `verdict`.
-Reply authenticateThen(streamlock::PgPool& db, const std::string& token, Reply verdict, const char* publicMessage) {
-  return await([&](ReplyPromise promise) {
-    auto statement = authenticateStatement(token);
-    db.execute(std::move(statement.sql), std::move(statement.params),
-               [promise, verdict = std::move(verdict), publicMessage](streamlock::Result<streamlock::PgResult> rows) {
-                 if (!rows) return promise->set(databaseFailure(*rows.error(), publicMessage));
-                 promise->set(readAuthenticated(rows.value()) ? verdict : unauthorized());
-               });
-  });
+void authenticateThen(streamlock::PgPool& db, const std::string& token, Reply verdict, const char* publicMessage,
+                      ReplyPromise promise) {
+  auto statement = authenticateStatement(token);
+  db.execute(std::move(statement.sql), std::move(statement.params),
+             [promise, verdict = std::move(verdict), publicMessage](streamlock::Result<streamlock::PgResult> rows) {
+               if (!rows) return promise->set(databaseFailure(*rows.error(), publicMessage));
+               promise->set(readAuthenticated(rows.value()) ? verdict : unauthorized());
+             });
 }
 
-Reply serveChatList(streamlock::Client& client, const httplib::Request& req) {
+void serveChatList(streamlock::Client& client, const httplib::Request& req, ReplyPromise promise) {
   const auto token = bearerToken(req);
-  if (!token) return unauthorized();
+  if (!token) return promise->set(unauthorized());
   // The form is read from the raw query string with one grammar for counting and reading the
   // parameters (request.h), never from httplib's parsed params, which fold and trim pairs.
   const auto form = readListForm(queryOf(req.target));
   auto& db = *client.postgres();
-  if (form.error != nullptr) return authenticateThen(db, *token, errorReply(400, form.error), kListFailed);
+  if (form.error != nullptr) {
+    return authenticateThen(db, *token, errorReply(400, form.error), kListFailed, std::move(promise));
+  }
   // A workspaceId that PostgreSQL text cannot hold (NUL, invalid UTF-8) names no workspace: 403 as
   // for any unknown workspace, without sending it to the database (where a NUL would truncate it
   // and invalid UTF-8 would fail the statement).
-  if (form.noSuchWorkspace) return authenticateThen(db, *token, errorReply(403, "Workspace access denied"), kListFailed);
+  if (form.noSuchWorkspace) {
+    return authenticateThen(db, *token, errorReply(403, "Workspace access denied"), kListFailed, std::move(promise));
+  }
 
   const auto scope = form.archived ? Scope::Archived : Scope::Active;
-  return await([&](ReplyPromise promise) {
-    auto statement = listChatsStatement(*token, form.workspaceId, scope);
-    db.execute(std::move(statement.sql), std::move(statement.params),
-               [&client, promise, scope](streamlock::Result<streamlock::PgResult> rows) {
-                 if (!rows) return promise->set(databaseFailure(*rows.error(), kListFailed));
-                 auto list = std::make_shared<ChatList>(readChatList(std::move(rows).value()));
-                 if (list->access == Access::Unauthorized) return promise->set(unauthorized());
-                 if (list->access == Access::Forbidden) return promise->set(errorReply(403, "Workspace access denied"));
-                 if (scope == Scope::Archived) return promise->set(jsonReply(200, listBody(*list, nullptr)));
-                 client.reconcileChatStreamMarkers(candidatesOf(*list), {/*repair=*/true},
-                                                   [promise, list](streamlock::ReconcileResult reconciled) {
-                                                     promise->set(jsonReply(200, listBody(*list, &reconciled)));
-                                                   });
-               });
-  });
+  auto statement = listChatsStatement(*token, form.workspaceId, scope);
+  db.execute(std::move(statement.sql), std::move(statement.params),
+             [&client, promise, scope](streamlock::Result<streamlock::PgResult> rows) {
+               if (!rows) return promise->set(databaseFailure(*rows.error(), kListFailed));
+               auto list = std::make_shared<ChatList>(readChatList(std::move(rows).value()));
+               if (list->access == Access::Unauthorized) return promise->set(unauthorized());
+               if (list->access == Access::Forbidden) return promise->set(errorReply(403, "Workspace access denied"));
+               if (scope == Scope::Archived) return promise->set(jsonReply(200, listBody(*list, nullptr)));
+               client.reconcileChatStreamMarkers(candidatesOf(*list), {/*repair=*/true},
+                                                 [promise, list](streamlock::ReconcileResult reconciled) {
+                                                   promise->set(jsonReply(200, listBody(*list, &reconciled)));
+                                                 });
+             });
 }
 
-Reply serveChat(streamlock::Client& client, std::string_view chatId, const httplib::Request& req) {
+void serveChat(streamlock::Client& client, std::string_view chatId, const httplib::Request& req, ReplyPromise promise) {
   const auto token = bearerToken(req);
-  if (!token) return unauthorized();
+  if (!token) return promise->set(unauthorized());
   auto& db = *client.postgres();
-  if (!isUuid(chatId)) return authenticateThen(db, *token, chatNotFound(), kChatFailed);
+  if (!isUuid(chatId)) return authenticateThen(db, *token, chatNotFound(), kChatFailed, std::move(promise));
 
-  return await([&](ReplyPromise promise) {
-    auto statement = findChatStatement(*token, std::string(chatId));
-    db.execute(std::move(statement.sql), std::move(statement.params),
-               [&client, promise](streamlock::Result<streamlock::PgResult> rows) {
-                 if (!rows) return promise->set(databaseFailure(*rows.error(), kChatFailed));
-                 auto lookup = std::make_shared<ChatLookup>(readChatLookup(std::move(rows).value()));
-                 if (!lookup->authenticated) return promise->set(unauthorized());
-                 if (!lookup->chat) return promise->set(chatNotFound());
-                 const auto& chat = *lookup->chat;
-                 std::vector<streamlock::MarkerCandidate> candidates{
-                     {std::string(chat.id), chat.marker ? std::optional<std::string>(*chat.marker) : std::nullopt}};
-                 client.reconcileChatStreamMarkers(
-                     std::move(candidates), {/*repair=*/true}, [promise, lookup](streamlock::ReconcileResult reconciled) {
-                       const std::optional<std::string> activeStreamId =
-                           reconciled.markers.empty() ? std::nullopt : reconciled.markers.front().streamId;
-                       promise->set(jsonReply(200, chatBody(*lookup->chat, activeStreamId)));
-                     });
-               });
-  });
+  auto statement = findChatStatement(*token, std::string(chatId));
+  db.execute(std::move(statement.sql), std::move(statement.params),
+             [&client, promise](streamlock::Result<streamlock::PgResult> rows) {
+               if (!rows) return promise->set(databaseFailure(*rows.error(), kChatFailed));
+               auto lookup = std::make_shared<ChatLookup>(readChatLookup(std::move(rows).value()));
+               if (!lookup->authenticated) return promise->set(unauthorized());
+               if (!lookup->chat) return promise->set(chatNotFound());
+               const auto& chat = *lookup->chat;
+               std::vector<streamlock::MarkerCandidate> candidates{
+                   {std::string(chat.id), chat.marker ? std::optional<std::string>(*chat.marker) : std::nullopt}};
+               client.reconcileChatStreamMarkers(
+                   std::move(candidates), {/*repair=*/true}, [promise, lookup](streamlock::ReconcileResult reconciled) {
+                     const std::optional<std::string> activeStreamId =
+                         reconciled.markers.empty() ? std::nullopt : reconciled.markers.front().streamId;
+                     promise->set(jsonReply(200, chatBody(*lookup->chat, activeStreamId)));
+                   });
+             });
 }
 
-// ---- the other routes, answered on the HTTP thread ----
+// ---- the other routes: at once on the HTTP loop thread, or (/healthz) on a blocking thread ----
 
 void servePage(httplib::Response& res) {
   res.status = 200;
@@ -269,8 +307,8 @@ void servePage(httplib::Response& res) {
   res.set_content(page.data(), page.size(), "text/html; charset=utf-8");
 }
 
-// Blocking calls (a SELECT 1 and a PING, each bounded): this runs on the HTTP thread, never in a
-// completion.
+// Blocking calls (a SELECT 1 and a PING, each bounded): this runs on one of the HTTP layer's
+// blocking threads (Responder::blocking), never on its loop and never in a completion.
 Reply health(streamlock::Client& client) {
   bool postgresUp = true;
   try {
@@ -300,57 +338,57 @@ void serveMetrics(streamlock::Client& client, const Metrics& metrics, httplib::R
   res.set_header("Content-Type", "text/plain; version=0.0.4");
 }
 
-void logAccess(const httplib::Request& req, const char* route, int status, double seconds) {
-  // The raw path and the headers are never logged: they can carry ids and tokens.
-  examples::logAccess(req.method, route, status, seconds);
-}
-
 }  // namespace
 
-void Router::handle(const httplib::Request& req, httplib::Response& res) const {
-  const auto start = std::chrono::steady_clock::now();
+void Router::handle(const httplib::Request& req, httplib::Response& res, Responder& responder) const {
   const auto match = matchRoute(req.path);
+  const Finish finish{metrics_, routeTemplate(match.route), req.method, std::chrono::steady_clock::now()};
+  ReplyPromise promise;  // set once the route answers later
   try {
     if (match.route == Route::Unmatched) {
-      respond(errorReply(404, "Not found"), res);
+      finish(res, errorReply(404, "Not found"));
     } else if (req.method != "GET" && req.method != "HEAD") {
       res.set_header("Allow", "GET, HEAD");
-      respond(errorReply(405, "Method not allowed"), res);
+      finish(res, errorReply(405, "Method not allowed"));
+    } else if (match.route == Route::Page) {
+      servePage(res);
+      finish.account(res.status);
+    } else if (match.route == Route::Metrics) {
+      serveMetrics(client_, metrics_, res);
+      finish.account(res.status);
     } else {
+      promise = std::make_shared<Answer>(responder.later(), finish);
       switch (match.route) {
-        case Route::Page: servePage(res); break;
-        case Route::Health: respond(health(client_), res); break;
-        case Route::Metrics: serveMetrics(client_, metrics_, res); break;
-        case Route::ChatList: respond(serveChatList(client_, req), res); break;
-        case Route::Chat: respond(serveChat(client_, match.chatId, req), res); break;
-        case Route::Unmatched: break;
+        case Route::Health:
+          responder.blocking([&client = client_, promise](bool refused) {
+            if (!refused) return promise->set(health(client));
+            Reply busy = errorReply(503, "Service unavailable");
+            busy.retryLater = true;
+            promise->set(std::move(busy));
+          });
+          break;
+        case Route::ChatList: serveChatList(client_, req, promise); break;
+        case Route::Chat: serveChat(client_, match.chatId, req, promise); break;
+        default: break;  // answered above
       }
     }
   } catch (const std::exception& error) {
     examples::logLine(streamlock::LogLevel::Error, "internal_error",
                       fmt::format("mothership_server: internal error: {}", error.what()), {{"message", error.what()}});
-    respond(errorReply(500, "Internal server error"), res);
+    if (promise) {
+      promise->set(errorReply(500, "Internal server error"));
+    } else {
+      finish(res, errorReply(500, "Internal server error"));
+    }
   }
-  const std::chrono::duration<double> elapsed = std::chrono::steady_clock::now() - start;
-  const char* route = routeTemplate(match.route);
-  metrics_.observe(route, res.status, elapsed.count());
-  logAccess(req, route, res.status, elapsed.count());
 }
 
 bool Router::completeLibraryError(const httplib::Request& req, httplib::Response& res) const {
   if (!res.body.empty()) return false;
-  // A request with a body is left to httplib, which reads the body before it finds no route;
-  // route it now, as any other request.
-  if (res.status == 404) {
-    res.status = -1;
-    handle(req, res);
-    return true;
-  }
   const int status = res.status;
   const char* message = status == 413 ? "Payload too large" : status == 414 ? "URI too long" : "Bad request";
-  respond(errorReply(status, message), res);
-  metrics_.observe(routeTemplate(Route::Unmatched), status, 0.0);
-  logAccess(req, routeTemplate(Route::Unmatched), status, 0.0);
+  const Finish finish{metrics_, routeTemplate(Route::Unmatched), req.method, std::chrono::steady_clock::now()};
+  finish(res, errorReply(status, message));
   return true;
 }
 

@@ -5,6 +5,8 @@
 
 #include <string_view>
 
+#include "http/responder.h"
+
 namespace httplib {
 struct Request;
 struct Response;
@@ -22,12 +24,12 @@ class Router {
  public:
   Router(streamlock::Client& client, Metrics& metrics) : client_(client), metrics_(metrics) {}
 
-  // Answers one request completely. Never throws. Thread-safe.
-  void handle(const httplib::Request& request, httplib::Response& response) const;
+  // Answers one request: into response before it returns, or later through responder (the routes
+  // that need the database, Redis or a blocking call). Never throws, never blocks.
+  void handle(const httplib::Request& request, httplib::Response& response, Responder& responder) const;
 
-  // Completes an error response that httplib produced itself: routes a request with a body (which
-  // httplib read and found no handler for), or gives a JSON body to a malformed request or a body
-  // too large; counts and logs it. Returns false when the response is already ours.
+  // Completes an error response that httplib produced itself: gives a JSON body to a malformed
+  // request (400, 413, 414); counts and logs it. Returns false when the response is already ours.
   bool completeLibraryError(const httplib::Request& request, httplib::Response& response) const;
 
  private:

@@ -1,71 +1,58 @@
-// The per-connection loop. Earns: the keep-alive loop on the guarded stream (two system calls per
-// request, see guarded_stream.h), idle connections that give their thread up to queued ones (the
-// hostile test "400 idle connections against 64 threads"), the lingering close after an unread
-// body (the test "a request with a body does not spoil the next request"), and the SOMAXCONN
-// backlog (bursts of reconnects lost SYNs and waited seconds: bench/load/tuning.md).
+// The event loop (http_server.h). Earns: the whole load-test figure (one thread instead of one per
+// connection, bench/load/tuning.md), the hostile tests (stalling, trickling and idle clients hold
+// a few bytes each, never a thread), the lingering close after an unread body (the test "a request
+// with a body does not spoil the next request"), and the SOMAXCONN backlog (bursts of reconnects
+// lost SYNs and waited seconds).
 #include "http/http_server.h"
 
-#include <poll.h>
+#include <fcntl.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
-#include <chrono>
-#include <ctime>
+#include <cerrno>
+#include <cstdint>
+#include <string>
 #include <string_view>
+#include <system_error>
+#include <utility>
 
-#include "http/guarded_stream.h"
+#include "http/request_stream.h"
 #include "http/task_queue.h"
 
 namespace mothership {
 namespace {
 
-// What the override below relies on, and why it is checked at compile time: it overrides the
-// private virtual Server::process_and_close_socket, calls the protected Server::process_request,
-// reads svr_sock_ (listening on it again after bind), uses new_task_queue for the accept loop, expects
-// write_response to write the status line and headers before the body (GuardedStream::write sends
-// them together), and Range headers to be parsed before setup_request (GuardedStream drops them
-// earlier). Another version may differ in any of these: read it, then raise this.
+// What this file relies on, and why it is checked at compile time: it calls the protected
+// Server::process_request, with a stream that holds only the request's head; it expects the
+// pre-routing handler to be called before any body is read and the error handler for every status
+// of 400 and above, Range headers to be parsed before setup_request (RequestStream drops them
+// earlier), and reads svr_sock_ after bind. Another version may differ in any of these: read it,
+// then raise this.
 constexpr bool sameText(const char* a, const char* b) {
   return *a == *b && (*a == '\0' || sameText(a + 1, b + 1));
 }
 static_assert(sameText(CPPHTTPLIB_VERSION, "0.11.4"),
               "examples/mothership_server/http was written against cpp-httplib 0.11.4 (Debian bookworm's "
-              "libcpp-httplib-dev): check process_and_close_socket and process_request before building "
-              "it against another version");
+              "libcpp-httplib-dev): check process_request and its handlers before building it against another "
+              "version");
 
-using Clock = std::chrono::steady_clock;
 using std::chrono::milliseconds;
 
-// Set by the handlers of the request this thread is serving; read by its connection loop.
-thread_local bool t_closeAfter = false;
+// How often deadlines are looked at: they are enforced within this.
+constexpr milliseconds kSweep{100};
 
-// Closes after a response that left request bytes unread: stops sending, reads and discards what
-// the client still sends (briefly, boundedly), then closes, so that the client reads the response
-// instead of a reset.
-void lingeringClose(int sock) {
-  ::shutdown(sock, SHUT_WR);
-  const auto deadline = Clock::now() + milliseconds{500};
-  std::size_t drained = 0;
-  char chunk[16384];
-  while (drained < 256 * 1024) {
-    const auto left = std::chrono::duration_cast<milliseconds>(deadline - Clock::now());
-    if (left.count() <= 0) break;
-    pollfd entry{sock, POLLIN, 0};
-    if (::poll(&entry, 1, static_cast<int>(left.count())) <= 0) break;
-    const auto n = ::recv(sock, chunk, sizeof chunk, MSG_DONTWAIT);
-    if (n <= 0) break;
-    drained += static_cast<std::size_t>(n);
-  }
-  ::close(sock);
-}
+// One recv() reads at most this much.
+constexpr std::size_t kReadChunk = 16384;
 
 void refuse(int sock) {
   static constexpr std::string_view kBusy =
       "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nCache-Control: no-store\r\n"
       "Retry-After: 1\r\nConnection: close\r\nContent-Length: 31\r\n\r\n{\"error\":\"Service unavailable\"}";
-  // Never blocks the accepting thread: what does not fit in the socket buffer is lost.
+  // What does not fit in the new socket's buffer is lost.
   (void)::send(sock, kBusy.data(), kBusy.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
   ::shutdown(sock, SHUT_RDWR);
   ::close(sock);
@@ -82,10 +69,43 @@ void raiseOpenFileLimit() {
 
 }  // namespace
 
+struct HttpServer::Connection {
+  // Reading: waiting for (the rest of) a request head. Answering: httplib has it, its answer
+  // comes later. Writing: a response is being sent. Lingering: after a response that left a body
+  // unread, draining what the client still sends before closing.
+  enum class State { Reading, Answering, Writing, Lingering };
+
+  int fd = -1;
+  std::uint64_t serial = 0;
+  State state = State::Reading;
+  std::uint32_t events = 0;           // what epoll watches (0: not in its set)
+  std::string in;                     // received, not yet handled
+  HeadScanner scanner;                // where the head in `in` ends
+  std::string head;                   // the request being answered
+  std::string out;                    // the response being sent, from sent
+  std::size_t sent = 0;
+  std::size_t requests = 0;           // requests started on this connection
+  bool lastRequest = false;           // the current one is the last (keep-alive count)
+  bool closeAfter = false;            // a handler asked for it
+  bool keepAlive = false;             // after the response, wait for the next request
+  bool peerGone = false;              // end of input or an error while answering
+  std::size_t drained = 0;            // bytes read while lingering
+  Clock::time_point deadline{};       // of the current state (none while answering)
+  Clock::time_point idleSince{};
+  Address remote, local;
+};
+
 HttpServer::HttpServer(const HttpLimits& limits) : limits_(limits) {
   raiseOpenFileLimit();
-  new_task_queue = [this] { return new BoundedTaskQueue(limits_.threads, limits_.maxQueued, waiting_); };
-  // httplib reads these only for its Keep-Alive response header; the loop below enforces them.
+  epoll_ = ::epoll_create1(EPOLL_CLOEXEC);
+  wake_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (epoll_ < 0 || wake_ < 0) throw std::system_error(errno, std::generic_category(), "epoll");
+  epoll_event event{};
+  event.events = EPOLLIN;
+  event.data.fd = wake_;
+  ::epoll_ctl(epoll_, EPOLL_CTL_ADD, wake_, &event);
+  blocking_ = std::make_unique<BoundedTaskQueue>(limits_.blockingThreads, limits_.blockingQueue, blockingWaiting_);
+  // httplib reads these only for its Keep-Alive response header; the loop enforces them.
   set_keep_alive_max_count(limits.keepAliveMaxCount);
   set_keep_alive_timeout(std::max<time_t>(1, static_cast<time_t>(limits.keepAlive.count() / 1000)));
   set_payload_max_length(64 * 1024);
@@ -94,43 +114,330 @@ HttpServer::HttpServer(const HttpLimits& limits) : limits_(limits) {
   set_tcp_nodelay(true);
 }
 
+HttpServer::~HttpServer() {
+  blocking_->shutdown();  // its tasks deliver into this server
+  for (auto& c : connections_) {
+    if (c) ::close(c->fd);
+  }
+  ::close(wake_);
+  ::close(epoll_);
+}
+
 void HttpServer::widenListenBacklog() noexcept {
-  // On the thread that bound the socket, before another thread can close it (stop()).
   if (svr_sock_ != INVALID_SOCKET) ::listen(svr_sock_, SOMAXCONN);
 }
 
-void HttpServer::closeAfterResponse() noexcept { t_closeAfter = true; }
+void HttpServer::stop() noexcept {
+  if (stopping_.exchange(true)) return;
+  const std::uint64_t one = 1;
+  (void)::write(wake_, &one, sizeof one);
+}
 
-bool HttpServer::process_and_close_socket(socket_t sock) {
-  if (BoundedTaskQueue::refusing()) {
-    refuse(sock);
-    return false;
+void HttpServer::closeAfterResponse() noexcept {
+  if (current_ != nullptr) current_->closeAfter = true;
+}
+
+Deliver HttpServer::later() {
+  Connection& c = *current_;
+  c.state = Connection::State::Answering;
+  return [this, fd = c.fd, serial = c.serial](Fill fill) { deliver(fd, serial, std::move(fill)); };
+}
+
+void HttpServer::blocking(std::function<void(bool refused)> task) {
+  blocking_->enqueue([task = std::move(task)] { task(BoundedTaskQueue::refusing()); });
+}
+
+void HttpServer::deliver(int fd, std::uint64_t serial, Fill fill) {
+  bool wasEmpty = false;
+  {
+    const std::lock_guard<std::mutex> lock(deliveredMutex_);
+    wasEmpty = delivered_.empty();
+    delivered_.push_back({fd, serial, std::move(fill)});
   }
-  GuardedStream connection(sock, limits_, waiting_);
-  bool ok = false;
-  bool linger = false;
-  for (std::size_t left = limits_.keepAliveMaxCount; left > 0; --left) {
-    if (!connection.awaitRequest(svr_sock_)) break;
-    connection.startRequest();
-    t_closeAfter = false;
-    bool connectionClosed = false;
-    ok = process_request(connection, /*close_connection=*/left == 1, connectionClosed,
-                         [](httplib::Request& req) { req.ranges.clear(); });
-    if (!connection.flush()) ok = false;  // the whole response in one send
-    if (t_closeAfter || connection.broken()) {
-      linger = true;
-      break;
+  // The loop takes every delivered answer when it wakes: one wake-up for all that came meanwhile.
+  if (wasEmpty) {
+    const std::uint64_t one = 1;
+    (void)::write(wake_, &one, sizeof one);
+  }
+}
+
+bool HttpServer::serve() {
+  const int listener = svr_sock_;
+  if (listener == INVALID_SOCKET) return false;
+  const int flags = ::fcntl(listener, F_GETFL);
+  ::fcntl(listener, F_SETFL, flags | O_NONBLOCK);
+  epoll_event event{};
+  event.events = EPOLLIN;
+  event.data.fd = listener;
+  if (::epoll_ctl(epoll_, EPOLL_CTL_ADD, listener, &event) != 0) return false;
+  listening_ = true;
+
+  std::vector<epoll_event> events(256);
+  auto nextSweep = Clock::now() + kSweep;
+  for (;;) {
+    if (stopping_.load() && listening_) {
+      ::epoll_ctl(epoll_, EPOLL_CTL_DEL, listener, nullptr);
+      listening_ = false;
+      sweep(Clock::now());  // closes the connections that wait for a request
     }
-    if (!ok || connectionClosed) break;
+    if (!listening_ && open_ == 0) break;
+    const auto wait = std::chrono::duration_cast<milliseconds>(nextSweep - Clock::now()).count();
+    const int ready = ::epoll_wait(epoll_, events.data(), static_cast<int>(events.size()),
+                                   static_cast<int>(std::clamp<milliseconds::rep>(wait, 0, kSweep.count())));
+    if (ready < 0 && errno != EINTR) return false;
+    const auto now = Clock::now();
+    for (int i = 0; i < ready; ++i) {
+      const int fd = events[static_cast<std::size_t>(i)].data.fd;
+      const auto what = events[static_cast<std::size_t>(i)].events;
+      if (fd == wake_) {
+        std::uint64_t count = 0;
+        (void)::read(wake_, &count, sizeof count);
+        runDelivered(now);
+      } else if (fd == listener) {
+        accept(now);
+      } else if (static_cast<std::size_t>(fd) < connections_.size() && connections_[static_cast<std::size_t>(fd)]) {
+        Connection& c = *connections_[static_cast<std::size_t>(fd)];
+        if ((what & (EPOLLOUT | EPOLLERR)) != 0 && c.state == Connection::State::Writing) {
+          onWritable(c, now);
+        } else {
+          onReadable(c, now);
+        }
+      }
+    }
+    if (now >= nextSweep) {
+      sweep(now);
+      nextSweep = now + kSweep;
+    }
   }
-  t_closeAfter = false;
-  if (linger) {
-    lingeringClose(sock);
+  ::close(listener);
+  svr_sock_ = INVALID_SOCKET;
+  return true;
+}
+
+void HttpServer::accept(Clock::time_point now) {
+  if (now < acceptPausedUntil_) return;
+  for (;;) {
+    const int sock = ::accept4(svr_sock_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (sock < 0) {
+      if (errno == EINTR || errno == ECONNABORTED) continue;
+      if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+        // Out of descriptors: make room, else leave the connects in the backlog for a while.
+        if (!closeLongestIdle()) acceptPausedUntil_ = now + kSweep;
+      }
+      return;
+    }
+    if (open_ >= limits_.maxConnections && !closeLongestIdle()) {
+      refuse(sock);
+      continue;
+    }
+    if (static_cast<std::size_t>(sock) >= connections_.size()) connections_.resize(static_cast<std::size_t>(sock) + 1);
+    auto c = std::make_unique<Connection>();
+    c->fd = sock;
+    c->serial = ++serials_;
+    c->idleSince = now;
+    c->deadline = now + limits_.keepAlive;
+    c->remote = addressOf(sock, getpeername);
+    c->local = addressOf(sock, getsockname);
+    Connection& added = *c;
+    connections_[static_cast<std::size_t>(sock)] = std::move(c);
+    ++open_;
+    watch(added, EPOLLIN);
+  }
+}
+
+// Closes the connection that has waited longest for its next request, if one does.
+bool HttpServer::closeLongestIdle() {
+  Connection* longest = nullptr;
+  for (auto& c : connections_) {
+    if (c && c->state == Connection::State::Reading && c->in.empty() &&
+        (longest == nullptr || c->idleSince < longest->idleSince)) {
+      longest = c.get();
+    }
+  }
+  if (longest == nullptr) return false;
+  close(*longest);
+  return true;
+}
+
+void HttpServer::onReadable(Connection& c, Clock::time_point now) {
+  char chunk[kReadChunk];
+  if (c.state == Connection::State::Lingering) {
+    for (;;) {
+      const auto n = ::recv(c.fd, chunk, sizeof chunk, 0);
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
+      if (n > 0 && (c.drained += static_cast<std::size_t>(n)) < limits_.lingerBytes) continue;
+      return close(c);  // the client closed, failed, or sent too much
+    }
+  }
+  // While a request is answered, its successors (pipelined) wait in `in`, within the budget.
+  const std::size_t room = limits_.maxRequestBytes > c.in.size() ? limits_.maxRequestBytes - c.in.size() : 0;
+  if (room == 0) {
+    if (c.state == Connection::State::Reading) return close(c);  // a head over the budget
+    watch(c, 0);  // read again after the response
+    return;
+  }
+  ssize_t n = 0;
+  do {
+    n = ::recv(c.fd, chunk, std::min(room, sizeof chunk), 0);
+  } while (n < 0 && errno == EINTR);
+  if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
+  if (n <= 0) {
+    if (c.state == Connection::State::Reading || c.state == Connection::State::Writing) return close(c);
+    c.peerGone = true;  // answering: closed when its answer comes
+    watch(c, 0);
+    return;
+  }
+  const bool first = c.in.empty();
+  c.in.append(chunk, static_cast<std::size_t>(n));
+  if (c.state != Connection::State::Reading) return;
+  if (first) c.deadline = now + limits_.requestTimeout;  // a request starts with its first byte
+  serveNext(c, now);
+}
+
+// Starts the request whose bytes are in c.in, once its head is whole.
+void HttpServer::serveNext(Connection& c, Clock::time_point now) {
+  const auto headLength = c.scanner.scan(c.in);
+  if (headLength == 0) {
+    if (c.in.size() >= limits_.maxRequestBytes) close(c);  // a head over the budget
+    return;
+  }
+  c.head.assign(c.in, 0, headLength);
+  c.in.erase(0, headLength);
+  c.scanner.reset();
+  c.lastRequest = ++c.requests >= limits_.keepAliveMaxCount;
+  c.closeAfter = false;
+  runRequest(c, now);
+}
+
+// Runs httplib on the current head: the first time, or again with the delivered answer.
+void HttpServer::runRequest(Connection& c, Clock::time_point now) {
+  c.out.clear();
+  c.sent = 0;
+  RequestStream stream(c.fd, c.head, c.out, c.remote, c.local);
+  bool connectionClosed = false;
+  current_ = &c;
+  const bool ok = process_request(stream, c.lastRequest, connectionClosed,
+                                  [](httplib::Request& req) { req.ranges.clear(); });
+  current_ = nullptr;
+  if (c.state == Connection::State::Answering && answer_ == nullptr) {
+    c.out.clear();  // later(): the answer is delivered, and this run's output dropped
+    return;
+  }
+  afterRequest(c, ok, connectionClosed, now);
+}
+
+void HttpServer::afterRequest(Connection& c, bool ok, bool connectionClosed, Clock::time_point now) {
+  c.keepAlive = ok && !connectionClosed && !c.closeAfter && !c.lastRequest;
+  c.state = Connection::State::Writing;
+  c.deadline = now + limits_.writeTimeout;
+  send(c, now);
+}
+
+void HttpServer::send(Connection& c, Clock::time_point now) {
+  while (c.sent < c.out.size()) {
+    const auto n = ::send(c.fd, c.out.data() + c.sent, c.out.size() - c.sent, MSG_NOSIGNAL);
+    if (n > 0) {
+      c.sent += static_cast<std::size_t>(n);
+      c.deadline = now + limits_.writeTimeout;
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      watch(c, EPOLLOUT);
+      return;
+    }
+    return close(c);
+  }
+  afterResponse(c, now);
+}
+
+void HttpServer::onWritable(Connection& c, Clock::time_point now) { send(c, now); }
+
+void HttpServer::afterResponse(Connection& c, Clock::time_point now) {
+  c.out.clear();
+  c.out.shrink_to_fit();  // a large page is not kept per idle connection
+  c.head.clear();
+  if (c.closeAfter) {
+    // The body was left unread: stop sending, drain what the client still sends, then close, so
+    // that the client reads the response instead of a reset.
+    ::shutdown(c.fd, SHUT_WR);
+    c.state = Connection::State::Lingering;
+    c.drained = c.in.size();
+    c.in.clear();
+    c.deadline = now + limits_.lingerTimeout;
+    watch(c, EPOLLIN);
+    return;
+  }
+  if (!c.keepAlive || stopping_.load()) return close(c);
+  c.state = Connection::State::Reading;
+  c.idleSince = now;
+  watch(c, EPOLLIN);
+  if (c.in.empty()) {
+    c.deadline = now + limits_.keepAlive;
   } else {
-    ::shutdown(sock, SHUT_RDWR);
-    ::close(sock);
+    c.deadline = now + limits_.requestTimeout;
+    serveNext(c, now);  // pipelined
   }
-  return ok;
+}
+
+void HttpServer::runDelivered(Clock::time_point now) {
+  std::vector<Delivered> batch;
+  {
+    const std::lock_guard<std::mutex> lock(deliveredMutex_);
+    batch.swap(delivered_);
+  }
+  for (auto& answer : batch) {
+    const auto index = static_cast<std::size_t>(answer.fd);
+    if (index >= connections_.size() || !connections_[index] || connections_[index]->serial != answer.serial) continue;
+    Connection& c = *connections_[index];
+    if (c.state != Connection::State::Answering) continue;
+    if (c.peerGone) {
+      close(c);
+      continue;
+    }
+    answer_ = &answer.fill;
+    runRequest(c, now);
+    answer_ = nullptr;
+  }
+}
+
+// Enforces the deadlines; while stopping, also closes every connection that waits for a request.
+void HttpServer::sweep(Clock::time_point now) {
+  const bool stopping = stopping_.load();
+  for (auto& entry : connections_) {
+    if (!entry) continue;
+    Connection& c = *entry;
+    switch (c.state) {
+      case Connection::State::Answering: break;
+      case Connection::State::Reading:
+        if (stopping || now >= c.deadline) close(c);
+        break;
+      case Connection::State::Writing:
+      case Connection::State::Lingering:
+        if (now >= c.deadline) close(c);
+        break;
+    }
+  }
+}
+
+// What epoll reports for c: events, or nothing at all (0: out of the set, since epoll reports a
+// hang-up or an error even to a descriptor that asks for no event).
+void HttpServer::watch(Connection& c, std::uint32_t events) {
+  if (c.events == events) return;
+  epoll_event event{};
+  event.events = events;
+  event.data.fd = c.fd;
+  const int op = events == 0 ? EPOLL_CTL_DEL : c.events == 0 ? EPOLL_CTL_ADD : EPOLL_CTL_MOD;
+  ::epoll_ctl(epoll_, op, c.fd, &event);
+  c.events = events;
+}
+
+void HttpServer::close(Connection& c) {
+  const int fd = c.fd;
+  ::close(fd);  // also leaves the epoll set
+  connections_[static_cast<std::size_t>(fd)].reset();
+  --open_;
 }
 
 }  // namespace mothership

@@ -12,7 +12,7 @@ void run(const std::function<void()>& fn) {
   try {
     fn();
   } catch (...) {
-    // httplib's connection task throws only std::bad_alloc; the queue goes on.
+    // A task that throws (std::bad_alloc) is dropped; the queue goes on.
   }
 }
 
@@ -44,7 +44,7 @@ void BoundedTaskQueue::enqueue(std::function<void()> fn) {
         try {
           threads_.emplace_back([this] { work(); });
         } catch (const std::exception&) {
-          // Out of threads or memory: the connection waits for a busy thread, or is refused when
+          // Out of threads or memory: the task waits for a busy thread, or is refused when
           // there is none.
           --handedOff_;
           if (threads_.empty()) {
@@ -74,15 +74,13 @@ void BoundedTaskQueue::shutdown() {
     }
     idle_.clear();
   }
-  // No thread starts any more: the queued connections are served (and closed) first.
+  // No thread starts any more: the queued tasks run first.
   for (auto& thread : threads_) thread.join();
 }
 
 bool BoundedTaskQueue::refusing() noexcept { return t_refusing; }
 
-// The connections that wait for a thread: those queued beyond the threads already on their way to
-// one. (Counting every queued connection would see pressure in the instant between an accept and a
-// free thread taking it, and make idle keep-alive connections give their thread up for nothing.)
+// The tasks that wait for a thread: those queued beyond the threads already on their way to one.
 void BoundedTaskQueue::publish() {
   waiting_.store(jobs_.size() > handedOff_ ? jobs_.size() - handedOff_ : 0);
 }

@@ -1,15 +1,11 @@
 #pragma once
 
-// The bounded task queue: httplib's accept loop hands each accepted connection to it, at most
-// `threads` threads serve them, and past maxQueued waiting connections the next one is refused
-// (503 and closed) instead of queueing without limit as httplib's own ThreadPool does.
-// Threads start when a connection finds none free (so a server that never sees more than 32
-// connections at once has about 32), and the one that went idle last takes the next connection:
-// the threads in use stay few and warm, and the others never touch their stacks.
-// Earns: the hostile tests "400 idle connections against 64 threads" and "clients that stall or
-// trickle" (the queue length is the pressure that makes idle and slow connections give their
-// thread up, guarded_stream.h); a flood of connects costs a bounded queue, not memory; and a
-// --threads default large enough for 512 busy connections costs nothing at 32 (bench/load/tuning.md).
+// The bounded task queue: the threads on which the routes that block run (/healthz: a SELECT 1 and a
+// PING, each bounded), so that the event loop never waits (http_server.h). At most `threads`
+// threads run them, started as tasks need them; past maxQueued waiting tasks the next one is
+// refused: it runs at once on the calling thread with refusing() true, and answers 503.
+// Earns: a flood of /healthz while PostgreSQL hangs costs a bounded queue and a few threads, and
+// the loop keeps serving the other routes (the topology test "a hung first PostgreSQL host").
 
 #include <atomic>
 #include <condition_variable>
@@ -26,8 +22,7 @@ namespace mothership {
 
 class BoundedTaskQueue final : public httplib::TaskQueue {
  public:
-  // waiting: where the queue publishes how many connections wait for a thread, the pressure that
-  // makes idle and slow connections give their thread up.
+  // waiting: where the queue publishes how many tasks wait for a thread.
   BoundedTaskQueue(std::size_t threads, std::size_t maxQueued, std::atomic<std::size_t>& waiting);
   ~BoundedTaskQueue() override;  // shutdown()
 
@@ -35,7 +30,7 @@ class BoundedTaskQueue final : public httplib::TaskQueue {
   // refusing() true, so that it answers 503 and closes.
   void enqueue(std::function<void()> fn) override;
 
-  // Serves what is queued (each connection then closes), and joins the threads. Idempotent.
+  // Runs what is queued, and joins the threads. Idempotent.
   void shutdown() override;
 
   // Whether this thread is running a task that the queue refuses.

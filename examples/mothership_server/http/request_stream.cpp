@@ -1,0 +1,99 @@
+#include "http/request_stream.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <algorithm>
+#include <cstring>
+
+namespace mothership {
+namespace {
+
+// A "Range:" header line (any case), which httplib would parse with std::regex and then honour.
+bool isRangeHeader(std::string_view line) {
+  constexpr std::string_view kName = "range:";
+  if (line.size() < kName.size()) return false;
+  for (std::size_t i = 0; i < kName.size(); ++i) {
+    const char c = line[i];
+    if ((c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c) != kName[i]) return false;
+  }
+  return true;
+}
+
+bool hasRangeHeader(std::string_view head) {
+  for (std::size_t at = head.find('\n'); at != std::string_view::npos && at + 1 < head.size(); at = head.find('\n', at + 1)) {
+    if (isRangeHeader(head.substr(at + 1))) return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+RequestStream::RequestStream(int sock, std::string_view head, std::string& out, const Address& remote,
+                             const Address& local)
+    : sock_(sock), head_(head), out_(out), remote_(remote), local_(local) {
+  if (!hasRangeHeader(head)) return;
+  std::size_t start = 0;
+  for (bool first = true; start < head.size(); first = false) {
+    const auto end = std::min(head.find('\n', start), head.size() - 1) + 1;
+    const auto line = head.substr(start, end - start);
+    if (first || !isRangeHeader(line)) filtered_.append(line);
+    start = end;
+  }
+  head_ = filtered_;
+}
+
+ssize_t RequestStream::read(char* ptr, size_t size) {
+  const auto n = std::min(size, head_.size() - pos_);
+  std::memcpy(ptr, head_.data() + pos_, n);
+  pos_ += n;
+  return static_cast<ssize_t>(n);
+}
+
+ssize_t RequestStream::write(const char* ptr, size_t size) {
+  out_.append(ptr, size);
+  return static_cast<ssize_t>(size);
+}
+
+void RequestStream::get_remote_ip_and_port(std::string& ip, int& port) const {
+  ip = remote_.ip;
+  port = remote_.port;
+}
+
+void RequestStream::get_local_ip_and_port(std::string& ip, int& port) const {
+  ip = local_.ip;
+  port = local_.port;
+}
+
+std::size_t HeadScanner::scan(std::string_view bytes) {
+  for (;;) {
+    const auto newline = bytes.find('\n', scanned_);
+    if (newline == std::string_view::npos) return 0;
+    const auto line = bytes.substr(scanned_, newline + 1 - scanned_);
+    scanned_ = newline + 1;
+    // httplib refuses a request line without CR at once (400), and skips such header lines.
+    if (lines_++ == 0 ? line.size() < 2 || line[line.size() - 2] != '\r' : line == "\r\n") return scanned_;
+  }
+}
+
+Address addressOf(int sock, int (*get)(int, sockaddr*, socklen_t*)) {
+  sockaddr_storage address{};
+  socklen_t length = sizeof address;
+  char text[INET6_ADDRSTRLEN] = {};
+  Address result;
+  if (get(sock, reinterpret_cast<sockaddr*>(&address), &length) != 0) return result;
+  if (address.ss_family == AF_INET) {
+    const auto& v4 = reinterpret_cast<const sockaddr_in&>(address);
+    inet_ntop(AF_INET, &v4.sin_addr, text, sizeof text);
+    result.port = ntohs(v4.sin_port);
+  } else if (address.ss_family == AF_INET6) {
+    const auto& v6 = reinterpret_cast<const sockaddr_in6&>(address);
+    inet_ntop(AF_INET6, &v6.sin6_addr, text, sizeof text);
+    result.port = ntohs(v6.sin6_port);
+  }
+  result.ip = text;
+  return result;
+}
+
+}  // namespace mothership

@@ -1,0 +1,71 @@
+#pragma once
+
+// One request as httplib reads and writes it: its head (request line and headers), already whole
+// in memory, and the response written into a string that the event loop sends (http_server.h).
+//
+// - Range header lines are left out of what httplib sees, which would otherwise honour any number
+//   of ranges (a few KB of "bytes=0-,0-,..." turn a page into megabytes). Earns: the hostile test
+//   of Range headers.
+// - The body is never offered: reading past the head is the end of input. No route reads a body
+//   (main.cpp's pre-routing handler answers before httplib would), and a connection whose request
+//   had one closes after the response.
+
+#include <sys/types.h>
+
+#include <string>
+#include <string_view>
+#include <utility>
+
+#include <httplib.h>
+
+namespace mothership {
+
+// A peer or local address, as httplib asks for it on every request: looked up once per connection.
+struct Address {
+  std::string ip;
+  int port = 0;
+};
+
+class RequestStream final : public httplib::Stream {
+ public:
+  // head: the request's bytes up to and including the empty line that ends its headers. out: where
+  // the response goes. Both, and the addresses, outlive the stream.
+  RequestStream(int sock, std::string_view head, std::string& out, const Address& remote, const Address& local);
+
+  bool is_readable() const override { return pos_ < head_.size(); }
+  bool is_writable() const override { return true; }
+  ssize_t read(char* ptr, size_t size) override;
+  ssize_t write(const char* ptr, size_t size) override;
+  void get_remote_ip_and_port(std::string& ip, int& port) const override;
+  void get_local_ip_and_port(std::string& ip, int& port) const override;
+  socket_t socket() const override { return sock_; }
+
+ private:
+  const int sock_;
+  std::string filtered_;  // the head without its Range lines, when it had any
+  std::string_view head_;
+  std::size_t pos_ = 0;
+  std::string& out_;
+  const Address& remote_;
+  const Address& local_;
+};
+
+// Where a request head ends, read incrementally as its bytes arrive, as httplib 0.11.4 reads it: the
+// request line, then header lines up to the first "\r\n" (lines ending in a bare "\n" are skipped);
+// a request line without its "\r" is the whole head (httplib answers it 400 before any header).
+class HeadScanner {
+ public:
+  // The length of the head at the start of bytes, or 0 while it is incomplete. bytes only grows
+  // between calls, until reset().
+  std::size_t scan(std::string_view bytes);
+  void reset() { *this = HeadScanner(); }
+
+ private:
+  std::size_t scanned_ = 0;  // bytes before this are whole lines, already looked at
+  std::size_t lines_ = 0;
+};
+
+// The address that getpeername or getsockname gives for sock.
+Address addressOf(int sock, int (*get)(int, sockaddr*, socklen_t*));
+
+}  // namespace mothership
