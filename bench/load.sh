@@ -581,7 +581,7 @@ main_runs() {
 # The server's defaults, from its --help (a flag's "default N" may be on its continuation line).
 server_defaults() {
   "$BUILD_DIR/examples/mothership_server/mothership_server" --help |
-    awk '/^  --/ { flag = ($1 ~ /^--(threads|pg-pool-size|pg-pipeline-depth|redis-timeout-ms)$/) ? $1 : ""; done = 0 }
+    awk '/^  --/ { flag = ($1 ~ /^--(max-connections|pg-pool-size|pg-pipeline-depth|redis-timeout-ms)$/) ? $1 : ""; done = 0 }
          flag != "" && !done && match($0, /default [0-9]+/) {
            printf "%s%s %s", sep, flag, substr($0, RSTART + 8, RLENGTH - 8); sep = ", "; done = 1 }'
 }

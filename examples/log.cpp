@@ -26,6 +26,17 @@ void writeAll(LogStream stream, std::string_view line) noexcept {
   }
 }
 
+// This thread's held access-log lines (holdAccessLog).
+thread_local bool t_holdAccess = false;
+thread_local std::string t_heldAccess;
+constexpr std::size_t kMaxHeldAccess = 64 * 1024;
+
+void writeAccess(std::string_view line) {
+  if (!t_holdAccess) return writeAll(LogStream::Stderr, line);
+  t_heldAccess.append(line);
+  if (t_heldAccess.size() >= kMaxHeldAccess) flushAccessLog();
+}
+
 long long nowUnixMilliseconds() {
   const auto now = std::chrono::system_clock::now().time_since_epoch();
   return std::chrono::duration_cast<std::chrono::milliseconds>(now).count();
@@ -88,20 +99,24 @@ void logAccess(std::string_view method, std::string_view route, int status, doub
     if (logFormat() == LogFormat::Json) {
       // Milliseconds rounded to the microsecond, as a number.
       const double milliseconds = static_cast<double>(static_cast<long long>(seconds * 1e6 + 0.5)) / 1000.0;
-      writeAll(LogStream::Stderr, jsonLine(streamlock::LogLevel::Info, "access",
-                                           LogFields{{"method", method},
-                                                     {"route", route},
-                                                     {"status", status},
-                                                     {"duration_ms", milliseconds}}));
+      writeAccess(jsonLine(streamlock::LogLevel::Info, "access",
+                           LogFields{{"method", method}, {"route", route}, {"status", status}, {"duration_ms", milliseconds}}));
       return;
     }
     fmt::memory_buffer line;
     fmt::format_to(std::back_inserter(line), "access method={} route={} status={} duration_ms={:.3f}\n", method, route,
                    status, seconds * 1000.0);
-    writeAll(LogStream::Stderr, std::string_view(line.data(), line.size()));
+    writeAccess(std::string_view(line.data(), line.size()));
   } catch (...) {
     // As logLine.
   }
+}
+
+void holdAccessLog() noexcept { t_holdAccess = true; }
+
+void flushAccessLog() noexcept {
+  if (!t_heldAccess.empty()) writeAll(LogStream::Stderr, t_heldAccess);
+  t_heldAccess.clear();
 }
 
 void logFromLibrary(streamlock::LogLevel level, std::string_view message) noexcept {

@@ -40,6 +40,12 @@ void logLine(streamlock::LogLevel level, std::string_view event, std::string_vie
 //   json: {"ts":...,"level":"info","event":"access","method":"GET","route":...,"status":200,"duration_ms":1.6}
 void logAccess(std::string_view method, std::string_view route, int status, double seconds) noexcept;
 
+// From holdAccessLog() on, the calling thread's access-log lines are held, and written together,
+// whole, by each flushAccessLog() (and whenever 64 KiB are held): the HTTP event loop flushes
+// before it waits, so that the requests it answers in one wake-up cost one write(2) between them.
+void holdAccessLog() noexcept;
+void flushAccessLog() noexcept;
+
 // The library's logger (Options::logger), Info and above: text as streamlock::logToStderr writes it,
 // JSON with event "streamlock" and the message in "message".
 void logFromLibrary(streamlock::LogLevel level, std::string_view message) noexcept;

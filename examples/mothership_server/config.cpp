@@ -2,6 +2,7 @@
 
 #include "flags.h"
 
+#include <algorithm>
 #include <charconv>
 #include <string_view>
 #include <system_error>
@@ -44,7 +45,8 @@ bool parseListen(std::string_view text, ServerConfig& config) {
 const std::vector<examples::FlagSpec> kEnvironmentFlags{
     {"--listen", true},         {"--database-url", true},     {"--redis-url", true},
     {"--redis-tls-ca", true},   {"--redis-tls-cert", true},   {"--redis-tls-key", true},
-    {"--threads", true},        {"--pg-pool-size", true},     {"--pg-pipeline-depth", true},
+    {"--max-connections", true}, {"--threads", true},         {"--pg-pool-size", true},
+    {"--pg-pipeline-depth", true},
     {"--redis-timeout-ms", true}, {"--pg-timeout-ms", true},  {"--lock-ttl-s", true},
     {"--seed-demo", false},     {"--log-format", true},
 };
@@ -67,8 +69,11 @@ Serves the mothership chat API with active-stream markers reconciled against Red
                             (rediss://; default: the system's trust store)
   --redis-tls-cert FILE     client certificate (PEM), for a Redis that requires one
   --redis-tls-key FILE      its private key (PEM)
-  --threads N               most HTTP threads, one per open connection, started as needed
-                            (default 1024); connections beyond them queue
+  --max-connections N       most open HTTP connections (default 5120, 1 to 1000000); past
+                            them the longest idle one is closed, else the new one gets 503
+  --threads N               deprecated: the server has no thread per connection any more;
+                            means --max-connections N + max(4N, 256), what 0.1's N threads
+                            served and queued (ignored when --max-connections is given)
   --pg-pool-size N          PostgreSQL connections (default 1); concurrent requests share them
   --pg-pipeline-depth N     statements in flight at once on one connection, from any requests
                             (libpq pipeline mode; default 32, 1 to 1024; 1: one at a time)
@@ -101,6 +106,7 @@ ParsedFlags parseFlags(int argc, const char* const* argv, const EnvLookup& env) 
     return FlagError{environmentError};
   }
   examples::FlagReader flags(argc, argv, std::move(fromEnvironment));
+  bool maxConnectionsGiven = false;
   while (flags.next()) {
     const std::string_view arg = flags.name();
     const bool hasValue = flags.hasInlineValue();
@@ -133,9 +139,18 @@ ParsedFlags parseFlags(int argc, const char* const* argv, const EnvLookup& env) 
                           : arg == "--redis-tls-cert" ? config.redisTlsCert
                                                        : config.redisTlsKey;
       file = std::string(value);
+    } else if (arg == "--max-connections") {
+      if (!takeValue()) return missing();
+      if (!parseNumber(value, config.maxConnections) || config.maxConnections == 0 ||
+          config.maxConnections > 1000000) {
+        return invalid();
+      }
+      maxConnectionsGiven = true;
     } else if (arg == "--threads") {
       if (!takeValue()) return missing();
-      if (!parseNumber(value, config.threads) || config.threads == 0 || config.threads > 4096) return invalid();
+      std::size_t threads = 0;
+      if (!parseNumber(value, threads) || threads == 0 || threads > 4096) return invalid();
+      if (!maxConnectionsGiven) config.maxConnections = threads + std::max<std::size_t>(threads * 4, 256);
     } else if (arg == "--pg-pool-size") {
       if (!takeValue()) return missing();
       if (!parseNumber(value, config.pgPoolSize) || config.pgPoolSize == 0 || config.pgPoolSize > 1024) {

@@ -21,7 +21,7 @@ struct ServerConfig {
   std::string redisTlsCert;           // --redis-tls-cert / --redis-tls-key: client certificate
   std::string redisTlsKey;
   // The defaults are the fast configuration measured in bench/load/tuning.md.
-  std::size_t threads = 1024;         // most HTTP threads, one per open connection, started as needed
+  std::size_t maxConnections = 5120;  // open HTTP connections at once
   std::size_t pgPoolSize = 1;         // PostgreSQL connections, each a pipeline of statements
   std::size_t pgPipelineDepth = 32;   // statements in flight at once on one connection
   std::chrono::milliseconds redisTimeout{250};  // the read path's whole Redis lookup

@@ -74,12 +74,11 @@ streamlock::Options clientOptions(const ServerConfig& config) {
   return options;
 }
 
-// Connection handling that slow, idle or flooding clients cannot exhaust (http_server.h): as many
-// open connections as --threads used to serve and queue (5 per thread, at least 256 more), past
-// which the longest idle one is closed, else the new one gets 503.
+// Connection handling that slow, idle or flooding clients cannot exhaust (http_server.h): at most
+// --max-connections open, past which the longest idle one is closed, else the new one gets 503.
 mothership::HttpLimits httpLimits(const ServerConfig& config) {
   mothership::HttpLimits limits;
-  limits.maxConnections = config.threads + (config.threads * 4 < 256 ? 256 : config.threads * 4);
+  limits.maxConnections = config.maxConnections;
   return limits;
 }
 

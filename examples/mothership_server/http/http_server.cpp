@@ -21,6 +21,7 @@
 #include <utility>
 
 #include "http/request_stream.h"
+#include "log.h"
 #include "http/task_queue.h"
 
 namespace mothership {
@@ -44,6 +45,9 @@ using std::chrono::milliseconds;
 
 // How often deadlines are looked at: they are enforced within this.
 constexpr milliseconds kSweep{100};
+
+// A connection keeps its response buffer for the next response up to this size.
+constexpr std::size_t kKeptBuffer = 64 * 1024;
 
 // One recv() reads at most this much.
 constexpr std::size_t kReadChunk = 16384;
@@ -174,7 +178,9 @@ bool HttpServer::serve() {
 
   std::vector<epoll_event> events(256);
   auto nextSweep = Clock::now() + kSweep;
+  examples::holdAccessLog();
   for (;;) {
+    examples::flushAccessLog();  // the lines of the requests answered since the last wait
     if (stopping_.load() && listening_) {
       ::epoll_ctl(epoll_, EPOLL_CTL_DEL, listener, nullptr);
       listening_ = false;
@@ -184,7 +190,10 @@ bool HttpServer::serve() {
     const auto wait = std::chrono::duration_cast<milliseconds>(nextSweep - Clock::now()).count();
     const int ready = ::epoll_wait(epoll_, events.data(), static_cast<int>(events.size()),
                                    static_cast<int>(std::clamp<milliseconds::rep>(wait, 0, kSweep.count())));
-    if (ready < 0 && errno != EINTR) return false;
+    if (ready < 0 && errno != EINTR) {
+      examples::flushAccessLog();
+      return false;
+    }
     const auto now = Clock::now();
     for (int i = 0; i < ready; ++i) {
       const int fd = events[static_cast<std::size_t>(i)].data.fd;
@@ -209,6 +218,7 @@ bool HttpServer::serve() {
       nextSweep = now + kSweep;
     }
   }
+  examples::flushAccessLog();
   ::close(listener);
   svr_sock_ = INVALID_SOCKET;
   return true;
@@ -307,20 +317,23 @@ void HttpServer::serveNext(Connection& c, Clock::time_point now) {
   c.scanner.reset();
   c.lastRequest = ++c.requests >= limits_.keepAliveMaxCount;
   c.closeAfter = false;
-  runRequest(c, now);
+  runRequest(c, nullptr, now);
 }
 
-// Runs httplib on the current head: the first time, or again with the delivered answer.
-void HttpServer::runRequest(Connection& c, Clock::time_point now) {
+// Runs httplib on the current head: the first time (answer null), or again with the answer that
+// was delivered for it.
+void HttpServer::runRequest(Connection& c, const Fill* answer, Clock::time_point now) {
   c.out.clear();
   c.sent = 0;
   RequestStream stream(c.fd, c.head, c.out, c.remote, c.local);
   bool connectionClosed = false;
   current_ = &c;
+  answer_ = answer;
   const bool ok = process_request(stream, c.lastRequest, connectionClosed,
                                   [](httplib::Request& req) { req.ranges.clear(); });
   current_ = nullptr;
-  if (c.state == Connection::State::Answering && answer_ == nullptr) {
+  answer_ = nullptr;
+  if (answer == nullptr && c.state == Connection::State::Answering) {
     c.out.clear();  // later(): the answer is delivered, and this run's output dropped
     return;
   }
@@ -356,7 +369,7 @@ void HttpServer::onWritable(Connection& c, Clock::time_point now) { send(c, now)
 
 void HttpServer::afterResponse(Connection& c, Clock::time_point now) {
   c.out.clear();
-  c.out.shrink_to_fit();  // a large page is not kept per idle connection
+  if (c.out.capacity() > kKeptBuffer) c.out.shrink_to_fit();  // a large page is not kept per connection
   c.head.clear();
   if (c.closeAfter) {
     // The body was left unread: stop sending, drain what the client still sends, then close, so
@@ -396,9 +409,7 @@ void HttpServer::runDelivered(Clock::time_point now) {
       close(c);
       continue;
     }
-    answer_ = &answer.fill;
-    runRequest(c, now);
-    answer_ = nullptr;
+    runRequest(c, &answer.fill, now);
   }
 }
 

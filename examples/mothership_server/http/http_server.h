@@ -90,7 +90,7 @@ class HttpServer : public httplib::Server, public Responder {
   void onReadable(Connection& c, Clock::time_point now);
   void onWritable(Connection& c, Clock::time_point now);
   void serveNext(Connection& c, Clock::time_point now);
-  void runRequest(Connection& c, Clock::time_point now);
+  void runRequest(Connection& c, const Fill* answer, Clock::time_point now);
   void afterRequest(Connection& c, bool ok, bool connectionClosed, Clock::time_point now);
   void send(Connection& c, Clock::time_point now);
   void afterResponse(Connection& c, Clock::time_point now);

@@ -1,0 +1,149 @@
+// The demo server's HTTP layer (examples/mothership_server/http): one event loop serving every
+// connection. Requests sent back to back on one connection are answered in order, the routes that
+// answer later (the database, Redis) among those that answer at once; the keep-alive limit closes
+// a connection after its last answer; and the connection limit closes the longest idle connection
+// for a new one, or answers 503 when none is idle. The deadlines, the byte budget and slow clients
+// are in test_server_hostile.cpp.
+
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstddef>
+#include <string>
+#include <vector>
+
+#include <catch2/catch.hpp>
+
+#include "harness.h"
+#include "raw_http.h"
+
+using namespace servertest;
+using Clock = std::chrono::steady_clock;
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+
+namespace {
+
+const std::string kChats = "/api/mothership/chats";
+
+// A keep-alive GET (no "Connection: close").
+std::string keepAliveGet(const std::string& target, const std::string& headers = {}) {
+  return "GET " + target + " HTTP/1.1\r\nHost: 127.0.0.1\r\n" + headers + "\r\n";
+}
+
+// Sends one keep-alive request on fd and reads its whole response (by its Content-Length); the
+// status, or 0 when the connection closed or `limit` passed first.
+int roundTrip(int fd, const std::string& bytes, milliseconds limit = seconds{10}) {
+  if (send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(bytes.size())) return 0;
+  const auto deadline = Clock::now() + limit;
+  std::string raw;
+  while (Clock::now() < deadline) {
+    const auto end = raw.find("\r\n\r\n");
+    if (end != std::string::npos) {
+      const auto at = raw.find("\r\nContent-Length: ");
+      const std::size_t length = at == std::string::npos || at > end ? 0 : std::stoul(raw.substr(at + 18));
+      if (raw.size() >= end + 4 + length) return std::stoi(raw.substr(9, 3));
+    }
+    pollfd entry{fd, POLLIN, 0};
+    if (poll(&entry, 1, 50) <= 0) continue;
+    char chunk[65536];
+    const auto n = recv(fd, chunk, sizeof chunk, 0);
+    if (n <= 0) return 0;
+    raw.append(chunk, static_cast<std::size_t>(n));
+  }
+  return 0;
+}
+
+// Whether fd is still open after `wait` (the server neither closed nor reset it meanwhile).
+bool stillOpen(int fd, milliseconds wait) { return !closedByServer(fd, Clock::now() + wait); }
+
+}  // namespace
+
+TEST_CASE("http: requests sent back to back on one connection are answered in order, once each", "[server][http]") {
+  Server server(sharedRedisFlags());
+  Seed seed(TestDatabase::get().sql());
+  const auto caller = newCaller(seed);
+  const auto chatId = seed.chat(caller.userId, caller.workspaceId, "back to back");
+  const auto auth = bearer(caller.token);
+
+  // Answered later (the list, the chat: the database and Redis; /healthz: a blocking thread)
+  // and at once (404, /metrics, the page), interleaved, in one write.
+  const std::string bytes = keepAliveGet(kChats + "?workspaceId=" + caller.workspaceId, auth) +
+                            keepAliveGet("/nowhere") + keepAliveGet("/healthz") +
+                            keepAliveGet(kChats + "/" + chatId, auth) + keepAliveGet("/metrics") +
+                            keepAliveGet(kChats + "/" + chatId, "Authorization: Bearer nope\r\n") + get("/");
+  const auto answer = exchange(server.port(), bytes);
+  INFO(answer.raw.substr(0, 2000));
+  REQUIRE(answer.statuses == std::vector<int>{200, 404, 200, 200, 200, 401, 200});
+  CHECK(answer.closed);  // after the last one, which asked for it
+  const auto listed = Json::parse(answer.bodies[0]);
+  REQUIRE(listed["data"].size() == 1);
+  CHECK(listed["data"][0]["id"] == chatId);
+  CHECK(Json::parse(answer.bodies[1])["error"] == "Not found");
+  CHECK(Json::parse(answer.bodies[2])["status"] == "ok");
+  CHECK(Json::parse(answer.bodies[3])["chat"]["id"] == chatId);
+  CHECK(answer.bodies[4].find("mothership_http_requests_total") != std::string::npos);
+  CHECK(Json::parse(answer.bodies[5])["error"] == "Unauthorized");
+  CHECK(answer.bodies[6].find("<html") != std::string::npos);
+}
+
+TEST_CASE("http: a connection closes after its 100th request, answered with Connection: close", "[server][http]") {
+  Server server(sharedRedisFlags());
+  std::string bytes;
+  for (int i = 0; i < 101; ++i) bytes += keepAliveGet("/metrics");
+  const auto answer = exchange(server.port(), bytes);
+  CHECK(answer.responses == 100);
+  CHECK(answer.closed);
+  const auto lastHead = answer.raw.rfind("HTTP/1.1 ");
+  REQUIRE(lastHead != std::string::npos);
+  CHECK(answer.raw.find("Connection: close", lastHead) != std::string::npos);
+}
+
+TEST_CASE("http: past --max-connections the longest idle connection gives way; with none idle, 503",
+          "[server][http]") {
+  Server server({"--max-connections", "4", "--redis-url", requireEnv("STREAMLOCK_TEST_REDIS_URL")});
+
+  // Four idle keep-alive connections, idle since their answers, oldest first.
+  std::vector<int> idle;
+  for (int i = 0; i < 4; ++i) {
+    idle.push_back(connectTo(server.port()));
+    REQUIRE(roundTrip(idle.back(), keepAliveGet("/metrics")) == 200);
+  }
+  const auto fifth = exchange(server.port(), get("/healthz"));
+  CHECK(fifth.status == 200);
+  CHECK(closedByServer(idle[0], Clock::now() + seconds{5}));  // the longest idle one
+  for (std::size_t i = 1; i < idle.size(); ++i) {
+    INFO("idle connection " << i);
+    CHECK(stillOpen(idle[i], milliseconds{200}));
+  }
+  // A connection that is still open still works.
+  CHECK(roundTrip(idle[3], keepAliveGet("/metrics")) == 200);
+  for (const int fd : idle) close(fd);
+
+  // Four connections in the middle of a request: none is idle, so the next one is refused.
+  std::vector<int> busy;
+  for (int i = 0; i < 4; ++i) {
+    busy.push_back(connectTo(server.port()));
+    send(busy.back(), "GET /heal", 9, MSG_NOSIGNAL);
+  }
+  // The server has accepted them all once a fifth connection is refused: retry until it is (the
+  // four closed above leave as the loop notices them).
+  Answer refused;
+  const auto until = Clock::now() + seconds{3};
+  while (Clock::now() < until) {
+    refused = exchange(server.port(), get("/healthz"), seconds{2});
+    if (refused.status == 503) break;
+  }
+  INFO(refused.raw);
+  CHECK(refused.status == 503);
+  CHECK(refused.head.find("Retry-After: 1") != std::string::npos);
+  CHECK(Json::parse(refused.body)["error"] == "Service unavailable");
+  CHECK(stillOpen(busy[0], milliseconds{100}));  // a busy connection is never the one closed
+  for (const int fd : busy) close(fd);
+
+  // Their places free again: served.
+  CHECK(eventually([&] { return exchange(server.port(), get("/healthz"), seconds{2}).status == 200; },
+                   seconds{10}));
+}
