@@ -182,7 +182,7 @@ bool HttpServer::serve() {
   for (;;) {
     examples::flushAccessLog();  // the lines of the requests answered since the last wait
     if (stopping_.load() && listening_) {
-      ::epoll_ctl(epoll_, EPOLL_CTL_DEL, listener, nullptr);
+      if (!acceptPaused_) ::epoll_ctl(epoll_, EPOLL_CTL_DEL, listener, nullptr);
       listening_ = false;
       sweep(Clock::now());  // closes the connections that wait for a request
     }
@@ -225,14 +225,17 @@ bool HttpServer::serve() {
 }
 
 void HttpServer::accept(Clock::time_point now) {
-  if (now < acceptPausedUntil_) return;
   for (;;) {
     const int sock = ::accept4(svr_sock_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (sock < 0) {
       if (errno == EINTR || errno == ECONNABORTED) continue;
       if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
-        // Out of descriptors: make room, else leave the connects in the backlog for a while.
-        if (!closeLongestIdle()) acceptPausedUntil_ = now + kSweep;
+        // Out of descriptors: make room, else leave the connects in the backlog until the next
+        // sweep (the listener out of the epoll set meanwhile, which would report it at once).
+        if (!closeLongestIdle()) {
+          ::epoll_ctl(epoll_, EPOLL_CTL_DEL, svr_sock_, nullptr);
+          acceptPaused_ = true;
+        }
       }
       return;
     }
@@ -416,6 +419,13 @@ void HttpServer::runDelivered(Clock::time_point now) {
 // Enforces the deadlines; while stopping, also closes every connection that waits for a request.
 void HttpServer::sweep(Clock::time_point now) {
   const bool stopping = stopping_.load();
+  if (acceptPaused_ && listening_) {
+    epoll_event event{};
+    event.events = EPOLLIN;
+    event.data.fd = svr_sock_;
+    ::epoll_ctl(epoll_, EPOLL_CTL_ADD, svr_sock_, &event);
+    acceptPaused_ = false;
+  }
   for (auto& entry : connections_) {
     if (!entry) continue;
     Connection& c = *entry;

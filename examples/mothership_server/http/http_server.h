@@ -108,7 +108,7 @@ class HttpServer : public httplib::Server, public Responder {
   std::vector<std::unique_ptr<Connection>> connections_;  // by descriptor
   std::size_t open_ = 0;
   std::uint64_t serials_ = 0;
-  Clock::time_point acceptPausedUntil_{};
+  bool acceptPaused_ = false;  // out of descriptors: the listener is out of the epoll set until the next sweep
 
   // The request being handled by httplib, on the loop thread.
   Connection* current_ = nullptr;
