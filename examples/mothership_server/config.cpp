@@ -71,9 +71,9 @@ Serves the mothership chat API with active-stream markers reconciled against Red
   --redis-tls-key FILE      its private key (PEM)
   --max-connections N       most open HTTP connections (default 5120, 1 to 1000000); past
                             them the longest idle one is closed, else the new one gets 503
-  --threads N               deprecated: the server has no thread per connection any more;
-                            means --max-connections N + max(4N, 256), what 0.1's N threads
-                            served and queued (ignored when --max-connections is given)
+  --threads N               the connection limit as N threads served and queued them in 0.1
+                            (a thread per connection): --max-connections N + max(4N, 256);
+                            --max-connections wins when both are given
   --pg-pool-size N          PostgreSQL connections (default 1); concurrent requests share them
   --pg-pipeline-depth N     statements in flight at once on one connection, from any requests
                             (libpq pipeline mode; default 32, 1 to 1024; 1: one at a time)

@@ -11,6 +11,7 @@
 
 #include <chrono>
 #include <cstddef>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -146,4 +147,31 @@ TEST_CASE("http: past --max-connections the longest idle connection gives way; w
   // Their places free again: served.
   CHECK(eventually([&] { return exchange(server.port(), get("/healthz"), seconds{2}).status == 200; },
                    seconds{10}));
+}
+
+TEST_CASE("http: --max-connections is checked, and wins over --threads, given before or after it", "[server][http]") {
+  for (const auto* bad : {"0", "-1", "many", "1000001", ""}) {
+    INFO("--max-connections '" << bad << "'");
+    Subprocess process({serverBinary(), "--max-connections", bad, "--database-url", TestDatabase::get().conninfo()},
+                       {{"STREAMLOCK_MAX_CONNECTIONS", std::nullopt}});
+    CHECK(process.wait(seconds{30}) == std::optional<int>(2));
+    CHECK(process.stderrText().find("--max-connections") != std::string::npos);
+  }
+
+  // --threads 64 alone would allow 64 + 256 connections: two busy ones fill a limit of 2.
+  for (const auto& flags : std::vector<std::vector<std::string>>{{"--threads", "64", "--max-connections", "2"},
+                                                                  {"--max-connections", "2", "--threads", "64"}}) {
+    INFO(flags[0] << " " << flags[1] << " " << flags[2] << " " << flags[3]);
+    Server server(flags);
+    std::vector<int> busy;
+    for (int i = 0; i < 2; ++i) {
+      busy.push_back(connectTo(server.port()));
+      send(busy.back(), "GET /heal", 9, MSG_NOSIGNAL);
+    }
+    Answer refused;
+    const auto until = Clock::now() + seconds{3};
+    while (Clock::now() < until && refused.status != 503) refused = exchange(server.port(), get("/healthz"), seconds{2});
+    CHECK(refused.status == 503);
+    for (const int fd : busy) close(fd);
+  }
 }

@@ -258,18 +258,23 @@ void HttpServer::accept(Clock::time_point now) {
   }
 }
 
-// Closes the connection that has waited longest for its next request, if one does.
+// Closes the connection that has waited longest for its next request, if one does. A connection
+// just accepted counts only once it is seen to have sent nothing: the bytes of its request may
+// wait in the socket, not yet read.
 bool HttpServer::closeLongestIdle() {
-  Connection* longest = nullptr;
+  std::vector<Connection*> idle;
   for (auto& c : connections_) {
-    if (c && c->state == Connection::State::Reading && c->in.empty() &&
-        (longest == nullptr || c->idleSince < longest->idleSince)) {
-      longest = c.get();
-    }
+    if (c && c->state == Connection::State::Reading && c->in.empty()) idle.push_back(c.get());
   }
-  if (longest == nullptr) return false;
-  close(*longest);
-  return true;
+  std::sort(idle.begin(), idle.end(), [](const Connection* a, const Connection* b) { return a->idleSince < b->idleSince; });
+  for (Connection* c : idle) {
+    char byte = 0;
+    const auto n = ::recv(c->fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (n > 0) continue;  // a request is waiting: not idle
+    close(*c);            // idle, or closed by the peer already
+    return true;
+  }
+  return false;
 }
 
 void HttpServer::onReadable(Connection& c, Clock::time_point now) {
