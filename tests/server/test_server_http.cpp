@@ -3,16 +3,21 @@
 // answer later (the database, Redis) among those that answer at once; the keep-alive limit closes
 // a connection after its last answer; and the connection limit closes the longest idle connection
 // for a new one, or answers 503 when none is idle. The deadlines, the byte budget and slow clients
-// are in test_server_hostile.cpp.
+// are in test_server_hostile.cpp. Out of descriptors, the loop waits for room instead of spinning.
 
 #include <poll.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <chrono>
 #include <cstddef>
 #include <optional>
+#include <fstream>
+#include <iterator>
+#include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <catch2/catch.hpp>
@@ -174,4 +179,53 @@ TEST_CASE("http: --max-connections is checked, and wins over --threads, given be
     CHECK(refused.status == 503);
     for (const int fd : busy) close(fd);
   }
+}
+
+namespace {
+
+// user + system CPU seconds of a process so far, from /proc/<pid>/stat.
+double cpuSeconds(pid_t pid) {
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::string text((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
+  std::istringstream fields(text.substr(text.rfind(')') + 2));
+  std::string field;
+  long ticks = 0;
+  for (int i = 3; i <= 15 && fields >> field; ++i) {
+    if (i == 14 || i == 15) ticks += std::stol(field);
+  }
+  return static_cast<double>(ticks) / static_cast<double>(sysconf(_SC_CLK_TCK));
+}
+
+}  // namespace
+
+TEST_CASE("http: out of descriptors, the server waits without spinning and serves again once some close",
+          "[server][http]") {
+  // 64 descriptors in all (prlimit, util-linux): the busy connections below run the server out of them.
+  Subprocess process({"/usr/bin/prlimit", "--nofile=64:64", serverBinary(), "--listen", "127.0.0.1:0", "--database-url",
+                      TestDatabase::get().conninfo()},
+                     {{"STREAMLOCK_MAX_CONNECTIONS", std::nullopt}, {"STREAMLOCK_THREADS", std::nullopt}});
+  std::optional<std::string> line;
+  while ((line = process.readLine(seconds{30})) && line->rfind("listening on http://127.0.0.1:", 0) != 0) {
+  }
+  REQUIRE(line);
+  const int port = std::stoi(line->substr(line->rfind(':') + 1));
+
+  // Connections in the middle of a request: none can be closed for room, so accept must wait.
+  std::vector<int> busy;
+  for (int i = 0; i < 80; ++i) {
+    busy.push_back(connectTo(port));  // the kernel completes them from the backlog
+    send(busy.back(), "GET /heal", 9, MSG_NOSIGNAL);
+  }
+  std::this_thread::sleep_for(milliseconds{300});  // the server accepts what it can meanwhile
+  const double before = cpuSeconds(process.pid());
+  std::this_thread::sleep_for(seconds{1});
+  const double spent = cpuSeconds(process.pid()) - before;
+  INFO("server CPU over 1 s out of descriptors: " << spent << " s");
+  CHECK(spent < 0.3);  // a spinning loop would take the whole second
+  CHECK(process.running());
+
+  for (const int fd : busy) close(fd);
+  CHECK(eventually([&] { return exchange(port, get("/healthz"), seconds{2}).status == 200; }, seconds{15}));
+  process.signal(SIGTERM);
+  CHECK(process.wait(seconds{15}) == std::optional<int>(0));
 }
