@@ -4,9 +4,9 @@
 // request and writes each response.
 //
 // cpp-httplib 0.11.4 gives each connection a thread of its own, and its handlers must answer
-// before they return. On 2 cores that cost more than the requests' own work: with 32 busy
-// connections a request woke two threads and slept twice, and half the server's CPU went to the
-// scheduler (bench/load/tuning.md). So HttpServer keeps httplib's request parsing, its routing
+// before they return. On 2 cores that cost dearly: with 32 busy connections a request woke two
+// threads and slept twice, and about half the server's CPU was kernel time, a third of that
+// switching threads (bench/load/tuning.md). So HttpServer keeps httplib's request parsing, its routing
 // hooks (pre-routing and error handlers) and its response writer, and replaces how connections are
 // served:
 //
