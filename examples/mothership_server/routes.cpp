@@ -309,6 +309,23 @@ void servePage(httplib::Response& res) {
 
 // Blocking calls (a SELECT 1 and a PING, each bounded): this runs on one of the HTTP layer's
 // blocking threads (Responder::blocking), never on its loop and never in a completion.
+// The contract's health body.
+Reply healthReply(bool postgresUp, streamlock::RedisStatus::Mode redis, streamlock::BreakerState breaker) {
+  // Degraded: Redis is configured but did not answer, so reads answer unknown (and repair nothing).
+  const bool degraded = redis == streamlock::RedisStatus::Mode::Unknown;
+  JsonWriter json;
+  json.raw(R"({"status":)");
+  json.string(!postgresUp ? "unavailable" : degraded ? "degraded" : "ok");
+  json.raw(R"(,"postgres":)");
+  json.string(postgresUp ? "up" : "down");
+  json.raw(R"(,"redis":)");
+  json.string(streamlock::toString(redis));
+  json.raw(R"(,"breaker":)");
+  json.string(streamlock::toString(breaker));
+  json.raw("}");
+  return jsonReply(postgresUp ? 200 : 503, std::move(json).take());
+}
+
 Reply health(streamlock::Client& client) {
   bool postgresUp = true;
   try {
@@ -317,19 +334,16 @@ Reply health(streamlock::Client& client) {
     postgresUp = false;
   }
   const auto redis = client.redisStatus();
-  // Degraded: Redis is configured but did not answer, so reads answer unknown (and repair nothing).
-  const bool degraded = redis.mode == streamlock::RedisStatus::Mode::Unknown;
-  JsonWriter json;
-  json.raw(R"({"status":)");
-  json.string(!postgresUp ? "unavailable" : degraded ? "degraded" : "ok");
-  json.raw(R"(,"postgres":)");
-  json.string(postgresUp ? "up" : "down");
-  json.raw(R"(,"redis":)");
-  json.string(streamlock::toString(redis.mode));
-  json.raw(R"(,"breaker":)");
-  json.string(streamlock::toString(redis.breaker));
-  json.raw("}");
-  return jsonReply(postgresUp ? 200 : 503, std::move(json).take());
+  return healthReply(postgresUp, redis.mode, redis.breaker);
+}
+
+// /healthz when every blocking thread is taken and 64 more wait (PostgreSQL hangs, or a flood):
+// answered at once, in the contract's form, without a check. PostgreSQL could not be checked in
+// time, so it is reported down (503), Redis unknown, and the breaker as it stands.
+Reply healthUnchecked(streamlock::Client& client) {
+  Reply reply = healthReply(false, streamlock::RedisStatus::Mode::Unknown, client.metrics().breaker);
+  reply.retryLater = true;
+  return reply;
 }
 
 void serveMetrics(streamlock::Client& client, const Metrics& metrics, httplib::Response& res) {
@@ -361,10 +375,7 @@ void Router::handle(const httplib::Request& req, httplib::Response& res, Respond
       switch (match.route) {
         case Route::Health:
           responder.blocking([&client = client_, promise](bool refused) {
-            if (!refused) return promise->set(health(client));
-            Reply busy = errorReply(503, "Service unavailable");
-            busy.retryLater = true;
-            promise->set(std::move(busy));
+            promise->set(refused ? healthUnchecked(client) : health(client));
           });
           break;
         case Route::ChatList: serveChatList(client_, req, promise); break;

@@ -229,3 +229,58 @@ TEST_CASE("http: out of descriptors, the server waits without spinning and serve
   process.signal(SIGTERM);
   CHECK(process.wait(seconds{15}) == std::optional<int>(0));
 }
+
+TEST_CASE("http: /healthz with its check threads all taken answers at once, in its usual form", "[server][http]") {
+  const std::string tag = "healthz_flood_" + std::to_string(::getpid());
+  Server server(sharedRedisFlags(), TestDatabase::get().conninfo() + " application_name=" + tag);
+  REQUIRE(server.get("/healthz").status == 200);  // the pool's connection is open
+
+  // The server's PostgreSQL backends stopped: the checks under way wait out their second, and the
+  // threads that run them (4, with 64 more waiting) are all taken by the burst below.
+  std::vector<pid_t> stopped;
+  for (const auto& row : TestDatabase::get().sql().rows("SELECT pid FROM pg_stat_activity WHERE application_name = $1",
+                                                        {tag})) {
+    stopped.push_back(static_cast<pid_t>(std::stol(*row[0])));
+  }
+  REQUIRE(!stopped.empty());
+  struct Resume {
+    const std::vector<pid_t>& pids;
+    ~Resume() {
+      for (const pid_t pid : pids) kill(pid, SIGCONT);
+    }
+  } resume{stopped};
+  for (const pid_t pid : stopped) REQUIRE(kill(pid, SIGSTOP) == 0);
+
+  constexpr int kBurst = 100;
+  std::vector<Answer> answers(kBurst);
+  std::vector<milliseconds> took(kBurst);
+  {
+    std::vector<std::thread> burst;
+    for (int i = 0; i < kBurst; ++i) {
+      burst.emplace_back([&, i] {
+        const auto start = Clock::now();
+        answers[static_cast<std::size_t>(i)] = exchange(server.port(), get("/healthz"), seconds{20});
+        took[static_cast<std::size_t>(i)] = std::chrono::duration_cast<milliseconds>(Clock::now() - start);
+      });
+    }
+    for (auto& thread : burst) thread.join();
+  }
+
+  int unchecked = 0;
+  for (int i = 0; i < kBurst; ++i) {
+    const auto& answer = answers[static_cast<std::size_t>(i)];
+    INFO("answer " << i << " after " << took[static_cast<std::size_t>(i)].count() << " ms: " << answer.raw);
+    REQUIRE((answer.status == 200 || answer.status == 503));
+    const auto body = Json::parse(answer.body);
+    CHECK(body.size() == 4);
+    for (const auto* field : {"status", "postgres", "redis", "breaker"}) CHECK(body.contains(field));
+    if (answer.status == 503 && body["redis"] == "unknown" && took[static_cast<std::size_t>(i)] < milliseconds{900}) {
+      CHECK(body["status"] == "unavailable");
+      CHECK(body["postgres"] == "down");
+      CHECK(answer.head.find("Retry-After: 1") != std::string::npos);
+      ++unchecked;
+    }
+  }
+  // 100 at once against 4 running and 64 waiting: the rest answered without waiting for a check.
+  CHECK(unchecked >= 10);
+}
