@@ -65,6 +65,25 @@ int roundTrip(int fd, const std::string& bytes, milliseconds limit = seconds{10}
 // Whether fd is still open after `wait` (the server neither closed nor reset it meanwhile).
 bool stillOpen(int fd, milliseconds wait) { return !closedByServer(fd, Clock::now() + wait); }
 
+// `count` connections to port, each in the middle of a request (never idle).
+std::vector<int> busyConnections(int port, int count) {
+  std::vector<int> busy;
+  for (int i = 0; i < count; ++i) {
+    busy.push_back(connectTo(port));
+    send(busy.back(), "GET /heal", 9, MSG_NOSIGNAL);
+  }
+  return busy;
+}
+
+// A /healthz on a new connection, retried for up to 3 s until it is refused (503): the server
+// sees connections opened just before once its loop has accepted them. The last answer.
+Answer refusedHealthz(int port) {
+  Answer answer;
+  const auto until = Clock::now() + seconds{3};
+  while (Clock::now() < until && answer.status != 503) answer = exchange(port, get("/healthz"), seconds{2});
+  return answer;
+}
+
 }  // namespace
 
 TEST_CASE("http: requests sent back to back on one connection are answered in order, once each", "[server][http]") {
@@ -128,20 +147,10 @@ TEST_CASE("http: past --max-connections the longest idle connection gives way; w
   CHECK(roundTrip(idle[3], keepAliveGet("/metrics")) == 200);
   for (const int fd : idle) close(fd);
 
-  // Four connections in the middle of a request: none is idle, so the next one is refused.
-  std::vector<int> busy;
-  for (int i = 0; i < 4; ++i) {
-    busy.push_back(connectTo(server.port()));
-    send(busy.back(), "GET /heal", 9, MSG_NOSIGNAL);
-  }
-  // The server has accepted them all once a fifth connection is refused: retry until it is (the
-  // four closed above leave as the loop notices them).
-  Answer refused;
-  const auto until = Clock::now() + seconds{3};
-  while (Clock::now() < until) {
-    refused = exchange(server.port(), get("/healthz"), seconds{2});
-    if (refused.status == 503) break;
-  }
+  // Four connections in the middle of a request: none is idle, so the next one is refused (once
+  // the four closed above are gone, as the loop notices them).
+  const auto busy = busyConnections(server.port(), 4);
+  const auto refused = refusedHealthz(server.port());
   INFO(refused.raw);
   CHECK(refused.status == 503);
   CHECK(refused.head.find("Retry-After: 1") != std::string::npos);
@@ -168,15 +177,8 @@ TEST_CASE("http: --max-connections is checked, and wins over --threads, given be
                                                                   {"--max-connections", "2", "--threads", "64"}}) {
     INFO(flags[0] << " " << flags[1] << " " << flags[2] << " " << flags[3]);
     Server server(flags);
-    std::vector<int> busy;
-    for (int i = 0; i < 2; ++i) {
-      busy.push_back(connectTo(server.port()));
-      send(busy.back(), "GET /heal", 9, MSG_NOSIGNAL);
-    }
-    Answer refused;
-    const auto until = Clock::now() + seconds{3};
-    while (Clock::now() < until && refused.status != 503) refused = exchange(server.port(), get("/healthz"), seconds{2});
-    CHECK(refused.status == 503);
+    const auto busy = busyConnections(server.port(), 2);
+    CHECK(refusedHealthz(server.port()).status == 503);
     for (const int fd : busy) close(fd);
   }
 }
@@ -211,11 +213,7 @@ TEST_CASE("http: out of descriptors, the server waits without spinning and serve
   const int port = std::stoi(line->substr(line->rfind(':') + 1));
 
   // Connections in the middle of a request: none can be closed for room, so accept must wait.
-  std::vector<int> busy;
-  for (int i = 0; i < 80; ++i) {
-    busy.push_back(connectTo(port));  // the kernel completes them from the backlog
-    send(busy.back(), "GET /heal", 9, MSG_NOSIGNAL);
-  }
+  const auto busy = busyConnections(port, 80);  // the kernel completes them from the backlog
   std::this_thread::sleep_for(milliseconds{300});  // the server accepts what it can meanwhile
   const double before = cpuSeconds(process.pid());
   std::this_thread::sleep_for(seconds{1});

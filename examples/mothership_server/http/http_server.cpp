@@ -108,7 +108,7 @@ HttpServer::HttpServer(const HttpLimits& limits) : limits_(limits) {
   event.events = EPOLLIN;
   event.data.fd = wake_;
   ::epoll_ctl(epoll_, EPOLL_CTL_ADD, wake_, &event);
-  blocking_ = std::make_unique<BoundedTaskQueue>(limits_.blockingThreads, limits_.blockingQueue, blockingWaiting_);
+  blocking_ = std::make_unique<BoundedTaskQueue>(limits_.blockingThreads, limits_.blockingQueue);
   // httplib reads these only for its Keep-Alive response header; the loop enforces them.
   set_keep_alive_max_count(limits.keepAliveMaxCount);
   set_keep_alive_timeout(std::max<time_t>(1, static_cast<time_t>(limits.keepAlive.count() / 1000)));
@@ -148,7 +148,7 @@ Deliver HttpServer::later() {
 }
 
 void HttpServer::blocking(std::function<void(bool refused)> task) {
-  blocking_->enqueue([task = std::move(task)] { task(BoundedTaskQueue::refusing()); });
+  if (!blocking_->tryEnqueue([task] { task(false); })) task(true);
 }
 
 void HttpServer::deliver(int fd, std::uint64_t serial, Fill fill) {

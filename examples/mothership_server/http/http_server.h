@@ -117,7 +117,6 @@ class HttpServer : public httplib::Server, public Responder {
   std::mutex deliveredMutex_;
   std::vector<Delivered> delivered_;  // answers delivered, not yet sent
 
-  std::atomic<std::size_t> blockingWaiting_{0};
   std::unique_ptr<BoundedTaskQueue> blocking_;
 };
 

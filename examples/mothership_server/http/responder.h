@@ -24,8 +24,9 @@ class Responder {
   // put into its Response is dropped.
   virtual Deliver later() = 0;
 
-  // Runs task on a thread that may block (a few of them, with a bounded queue). When the queue is
-  // full, runs task(true) at once on the calling thread instead, which must then answer 503.
+  // Runs task(false) on a thread that may block (a few of them, with a bounded queue). When the
+  // queue is full, runs task(true) at once on the calling thread instead, which must then answer
+  // without blocking.
   virtual void blocking(std::function<void(bool refused)> task) = 0;
 
  protected:
