@@ -59,6 +59,11 @@ std::string requireEnv(const char* name) {
   return value;
 }
 
+int waitingOnLocks(Sql& sql) {
+  return std::stoi(*sql.value(
+      "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"));
+}
+
 bool eventually(const std::function<bool()>& condition, std::chrono::seconds limit) {
   const auto deadline = std::chrono::steady_clock::now() + limit;
   for (;;) {

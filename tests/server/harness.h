@@ -52,6 +52,9 @@ class Sql {
   pg_conn* conn_;
 };
 
+// How many statements of this test database wait for a lock.
+int waitingOnLocks(Sql& sql);
+
 // A database created now and dropped (WITH (FORCE)) on destruction, on the server of
 // STREAMLOCK_TEST_DATABASE_URL.
 class ScratchDatabase {

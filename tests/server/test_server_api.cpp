@@ -18,12 +18,6 @@ namespace {
 const std::string kChats = "/api/mothership/chats";
 const std::string kUnknownUuid = "00000000-0000-4000-8000-000000000000";
 
-// How many statements of this test database wait for a lock.
-int waitingOnLocks(Sql& sql) {
-  return std::stoi(*sql.value(
-      "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"));
-}
-
 }  // namespace
 
 TEST_CASE("healthz answers 200 with PostgreSQL up, Redis verified and the breaker closed", "[server]") {

@@ -236,12 +236,6 @@ Counts counts(const Server& server) {
   return c;
 }
 
-// How many statements of this test database wait for a lock.
-int waitingOnLocks(Sql& sql) {
-  return std::stoi(*sql.value(
-      "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"));
-}
-
 // The chats of one caller: "live" has a marker and (while Redis holds it) a lock with that owner,
 // "stale" a marker without a lock, "idle" no marker.
 struct Chats {

@@ -40,11 +40,6 @@ int backends(Sql& sql, const std::string& tag) {
   return std::stoi(*sql.value("SELECT count(*) FROM pg_stat_activity WHERE application_name = $1", {tag}));
 }
 
-int waitingOnLocks(Sql& sql) {
-  return std::stoi(*sql.value(
-      "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"));
-}
-
 // Calls of the server's statements that read `needle`, from pg_stat_statements in the admin
 // database (tests/run.sh loads the extension there).
 long long statementCalls(const std::string& needle) {
