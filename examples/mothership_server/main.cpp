@@ -83,7 +83,8 @@ mothership::HttpLimits httpLimits(const ServerConfig& config) {
 }
 
 // RFC 9112 section 6.3: every Content-Length valid and equal, and none beside a Transfer-Encoding.
-// Anything else is answered 400 (and its connection closed), whatever the route.
+// Anything else is answered 400 (and its connection closed), whatever the route, as is a header
+// line that httplib would misread (HttpServer::malformedHead).
 // (Values from the header map itself: get_header_value() would cut them at a NUL byte.)
 bool unambiguousFraming(const httplib::Request& req) {
   const auto [first, last] = req.headers.equal_range("Content-Length");
@@ -106,7 +107,7 @@ void configureHttp(mothership::HttpServer& server, const mothership::Router& rou
                          (req.has_header("Content-Length") && req.get_header_value("Content-Length") != "0");
     if (const auto* answer = server.deliveredAnswer()) {
       (*answer)(res);
-    } else if (!unambiguousFraming(req)) {
+    } else if (!unambiguousFraming(req) || server.malformedHead()) {
       res.status = 400;
       router.completeLibraryError(req, res);
     } else {

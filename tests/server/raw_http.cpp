@@ -51,6 +51,7 @@ Answer exchange(int port, const std::string& bytes, milliseconds limit) {
         answer.raw.append(chunk, static_cast<std::size_t>(n));
       } else if (n == 0 || (errno != EAGAIN && errno != EINTR)) {
         answer.closed = true;  // EOF, or a reset
+        answer.reset = n < 0 && errno == ECONNRESET;
         break;
       }
     }
@@ -61,7 +62,32 @@ Answer exchange(int port, const std::string& bytes, milliseconds limit) {
     }
   }
   close(fd);
+  splitResponses(answer);
+  return answer;
+}
 
+Answer readUntilClosed(int fd, milliseconds limit) {
+  Answer answer;
+  const auto deadline = Clock::now() + limit;
+  while (Clock::now() < deadline) {
+    pollfd entry{fd, POLLIN, 0};
+    const auto left = std::chrono::duration_cast<milliseconds>(deadline - Clock::now());
+    if (poll(&entry, 1, static_cast<int>(std::max<long>(1, left.count()))) <= 0) continue;
+    char chunk[65536];
+    const auto n = recv(fd, chunk, sizeof chunk, MSG_DONTWAIT);
+    if (n > 0) {
+      answer.raw.append(chunk, static_cast<std::size_t>(n));
+    } else if (n == 0 || (errno != EAGAIN && errno != EINTR)) {
+      answer.closed = true;
+      answer.reset = n < 0 && errno == ECONNRESET;
+      break;
+    }
+  }
+  splitResponses(answer);
+  return answer;
+}
+
+void splitResponses(Answer& answer) {
   // Interim 1xx responses (100 Continue) are skipped; the first final one is the answer.
   std::size_t at = 0;
   while (at < answer.raw.size()) {
@@ -86,7 +112,6 @@ Answer exchange(int port, const std::string& bytes, milliseconds limit) {
       at += length;
     }
   }
-  return answer;
 }
 
 std::string request(const std::string& method, const std::string& target, const std::string& headers,

@@ -15,6 +15,7 @@ struct Answer {
   int status = 0;        // of the first final response; 0: none (the connection closed or timed out)
   int responses = 0;     // final (non-1xx) responses in the byte stream
   bool closed = false;   // the server closed the connection (EOF or reset) before the deadline
+  bool reset = false;    // ... with a reset
   std::string head;      // status line and headers of the first final response
   std::string body;
   std::vector<int> statuses;        // of every final response, in order
@@ -26,6 +27,12 @@ struct Answer {
 // answer too) and reads until the server closes the connection or `limit` passes. Never blocks
 // past `limit`.
 Answer exchange(int port, const std::string& bytes, std::chrono::milliseconds limit = std::chrono::seconds{10});
+
+// Reads fd until the server closes it or `limit` passes, and splits what came into responses.
+Answer readUntilClosed(int fd, std::chrono::milliseconds limit = std::chrono::seconds{10});
+
+// Splits answer.raw into its responses (the fields above).
+void splitResponses(Answer& answer);
 
 // A request with Host and "Connection: close", then `headers` (whole lines), then `body`.
 std::string request(const std::string& method, const std::string& target, const std::string& headers = {},

@@ -4,7 +4,12 @@
 // a connection after its last answer; and the connection limit closes the longest idle connection
 // for a new one, or answers 503 when none is idle. The deadlines, the byte budget and slow clients
 // are in test_server_hostile.cpp. Out of descriptors, the loop waits for room instead of spinning.
+// A client that half-closes still gets its answers; a connection closed with requests unread, or
+// while stopping, loses none of the answers sent (no reset, Connection: close); and header lines
+// that httplib would misread are refused.
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -281,4 +286,128 @@ TEST_CASE("http: /healthz with its check threads all taken answers at once, in i
   }
   // 100 at once against 4 running and 64 waiting: the rest answered without waiting for a check.
   CHECK(unchecked >= 10);
+}
+
+TEST_CASE("http: a client that half-closes after its requests still gets every answer", "[server][http]") {
+  Server server(sharedRedisFlags());
+  Seed seed(TestDatabase::get().sql());
+  const auto caller = newCaller(seed);
+  const auto chatId = seed.chat(caller.userId, caller.workspaceId, "half-closed");
+
+  // As `printf 'GET ...' | nc -N` does: the request, then end of input, then read the answer.
+  SECTION("one HTTP/1.0 request answered later (/healthz)") {
+    const int fd = connectTo(server.port());
+    const std::string bytes = "GET /healthz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
+    REQUIRE(send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(bytes.size()));
+    REQUIRE(shutdown(fd, SHUT_WR) == 0);
+    const auto answer = readUntilClosed(fd);
+    close(fd);
+    INFO(answer.raw);
+    CHECK(answer.statuses == std::vector<int>{200});
+    CHECK(answer.closed);
+    CHECK_FALSE(answer.reset);
+  }
+  SECTION("keep-alive requests back to back, answered later and at once") {
+    const int fd = connectTo(server.port());
+    const auto auth = bearer(caller.token);
+    const std::string bytes = keepAliveGet(kChats + "/" + chatId, auth) + keepAliveGet("/nowhere") +
+                              keepAliveGet(kChats + "?workspaceId=" + caller.workspaceId, auth) + "GET /metr";
+    REQUIRE(send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(bytes.size()));
+    REQUIRE(shutdown(fd, SHUT_WR) == 0);
+    const auto answer = readUntilClosed(fd);
+    close(fd);
+    INFO(answer.raw.substr(0, 2000));
+    // The three whole requests, in order; the unfinished fourth is dropped with the connection.
+    REQUIRE(answer.statuses == std::vector<int>{200, 404, 200});
+    CHECK(Json::parse(answer.bodies[0])["chat"]["id"] == chatId);
+    CHECK(Json::parse(answer.bodies[2])["data"][0]["id"] == chatId);
+    CHECK(answer.closed);
+    CHECK_FALSE(answer.reset);
+  }
+}
+
+TEST_CASE("http: closing with requests still unread, the answers sent reach a client that reads late",
+          "[server][http]") {
+  Server server(sharedRedisFlags());
+  // 300 requests of 171 bytes in one write (51 KB), more than the server reads by its 100th
+  // request (16 KiB at a time): it answers 100 and closes while the rest is unread. A plain close()
+  // would then reset the connection, and the reset destroys the answers not read yet.
+  std::string bytes;
+  for (int i = 0; i < 300; ++i) bytes += keepAliveGet("/nowhere", "X-Pad: " + std::string(120, 'p') + "\r\n");
+  const int fd = connectTo(server.port());
+  REQUIRE(send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(bytes.size()));
+  // Read only once the server is done with the connection: it sent its end (FIN) or a reset.
+  const bool serverDone = eventually([&] {
+    tcp_info info{};
+    socklen_t length = sizeof info;
+    return getsockopt(fd, IPPROTO_TCP, TCP_INFO, &info, &length) == 0 && info.tcpi_state != TCP_ESTABLISHED;
+  }, seconds{10});
+  const auto answer = readUntilClosed(fd);
+  close(fd);
+  REQUIRE(serverDone);
+  CHECK(answer.responses == 100);
+  CHECK(answer.closed);
+  CHECK_FALSE(answer.reset);
+  const auto lastHead = answer.raw.rfind("HTTP/1.1 ");
+  REQUIRE(lastHead != std::string::npos);
+  CHECK(answer.raw.find("Connection: close", lastHead) != std::string::npos);
+}
+
+TEST_CASE("http: SIGTERM while a keep-alive request is answered: its response says Connection: close",
+          "[server][http]") {
+  Server server(sharedRedisFlags());
+  auto& database = TestDatabase::get();
+  Seed seed(database.sql());
+  const auto caller = newCaller(seed);
+  const auto chatId = seed.chat(caller.userId, caller.workspaceId, "stopping");
+  REQUIRE(server.get(kChats + "/" + chatId, caller.token).status == 200);
+
+  Sql locker(database.conninfo());
+  locker.exec("BEGIN");
+  locker.exec("LOCK TABLE copilot_chats IN ACCESS EXCLUSIVE MODE");
+  const int fd = connectTo(server.port());
+  // The chat (held up by the lock), and /metrics pipelined after it: not answered once stopping.
+  const std::string bytes = keepAliveGet(kChats + "/" + chatId, bearer(caller.token)) + keepAliveGet("/metrics");
+  REQUIRE(send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(bytes.size()));
+  const bool waiting = eventually([&] { return waitingOnLocks(database.sql()) >= 1; });
+  server.process().signal(SIGTERM);
+  const bool stopping = eventually(
+      [&] { return server.process().stderrText().find("SIGTERM received") != std::string::npos; });
+  locker.exec("ROLLBACK");
+  const auto answer = readUntilClosed(fd);
+  close(fd);
+  const auto exitCode = server.process().wait(seconds{30});
+
+  REQUIRE(waiting);
+  REQUIRE(stopping);
+  INFO(answer.raw);
+  REQUIRE(answer.statuses == std::vector<int>{200});
+  CHECK(answer.head.find("\r\nConnection: close") != std::string::npos);
+  CHECK(answer.head.find("Keep-Alive") == std::string::npos);
+  CHECK(answer.closed);
+  CHECK_FALSE(answer.reset);
+  CHECK(exitCode == std::optional<int>(0));
+}
+
+TEST_CASE("http: a header line httplib would misread is refused with 400, and its body never runs as a request",
+          "[server][http]") {
+  Server server(sharedRedisFlags());
+  const std::string smuggled = "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n";  // 36 bytes
+  const std::string length = std::to_string(smuggled.size());
+  for (const auto& line : {"Content-Length : " + length + "\r\n",      // whitespace before the colon
+                           "Content-Length\t: " + length + "\r\n",
+                           "Content-Length: " + length + "\n",         // a bare LF: httplib skips the line
+                           "X-Folded: a\r\n Content-Length: " + length + "\r\n",  // obs-fold
+                           "Content-Length" + std::string("\r\n"),     // no colon
+                           ": " + length + "\r\n"}) {                  // no name
+    INFO(line);
+    const auto answer = exchange(server.port(), "GET /nowhere HTTP/1.1\r\nHost: x\r\n" + line + "\r\n" + smuggled);
+    INFO(answer.raw);
+    CHECK(answer.statuses == std::vector<int>{400});
+    CHECK(Json::parse(answer.body).contains("error"));
+    CHECK(answer.closed);
+  }
+  // Every token character is allowed in a field name.
+  const auto fine = exchange(server.port(), get("/nowhere", "X-A1!#$%&'*+-.^_`|~z: 1\r\n"));
+  CHECK(fine.statuses == std::vector<int>{404});
 }

@@ -80,7 +80,7 @@ struct HttpServer::Connection {
   enum class State { Reading, Answering, Writing, Lingering };
 
   int fd = -1;
-  std::uint64_t serial = 0;
+  std::uint64_t serial = 0;           // of the current request: a delivery for another one is stale
   State state = State::Reading;
   std::uint32_t events = 0;           // what epoll watches (0: not in its set)
   std::string in;                     // received, not yet handled
@@ -92,7 +92,8 @@ struct HttpServer::Connection {
   bool lastRequest = false;           // the current one is the last (keep-alive count)
   bool closeAfter = false;            // a handler asked for it
   bool keepAlive = false;             // after the response, wait for the next request
-  bool peerGone = false;              // end of input or an error while answering
+  bool inputDone = false;             // the client has sent all it will send (end of input)
+  bool malformed = false;             // the head has a header line httplib would misread
   std::size_t drained = 0;            // bytes read while lingering
   Clock::time_point deadline{};       // of the current state (none while answering)
   Clock::time_point idleSince{};
@@ -140,6 +141,8 @@ void HttpServer::stop() noexcept {
 void HttpServer::closeAfterResponse() noexcept {
   if (current_ != nullptr) current_->closeAfter = true;
 }
+
+bool HttpServer::malformedHead() const noexcept { return current_ != nullptr && current_->malformed; }
 
 Deliver HttpServer::later() {
   Connection& c = *current_;
@@ -206,7 +209,7 @@ bool HttpServer::serve() {
         accept(now);
       } else if (static_cast<std::size_t>(fd) < connections_.size() && connections_[static_cast<std::size_t>(fd)]) {
         Connection& c = *connections_[static_cast<std::size_t>(fd)];
-        if ((what & (EPOLLOUT | EPOLLERR)) != 0 && c.state == Connection::State::Writing) {
+        if (c.state == Connection::State::Writing && (what & (EPOLLOUT | EPOLLERR | EPOLLHUP)) != 0) {
           onWritable(c, now);
         } else {
           onReadable(c, now);
@@ -266,12 +269,19 @@ bool HttpServer::closeLongestIdle() {
   for (auto& c : connections_) {
     if (c && c->state == Connection::State::Reading && c->in.empty()) idle.push_back(c.get());
   }
-  std::sort(idle.begin(), idle.end(), [](const Connection* a, const Connection* b) { return a->idleSince < b->idleSince; });
-  for (Connection* c : idle) {
+  // The oldest first, one at a time: usually the first one is idle (no sort of them all per accept).
+  while (!idle.empty()) {
+    const auto oldest = std::min_element(idle.begin(), idle.end(), [](const Connection* a, const Connection* b) {
+      return a->idleSince < b->idleSince;
+    });
+    Connection* c = *oldest;
     char byte = 0;
-    const auto n = ::recv(c->fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
-    if (n > 0) continue;  // a request is waiting: not idle
-    close(*c);            // idle, or closed by the peer already
+    if (::recv(c->fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT) > 0) {  // a request is waiting: not idle
+      *oldest = idle.back();
+      idle.pop_back();
+      continue;
+    }
+    close(*c);  // idle, or closed by the peer already
     return true;
   }
   return false;
@@ -288,6 +298,8 @@ void HttpServer::onReadable(Connection& c, Clock::time_point now) {
       return close(c);  // the client closed, failed, or sent too much
     }
   }
+  // Writing watches only for room to send: a read event here is stale (reported with others).
+  if (c.state == Connection::State::Writing) return;
   // While a request is answered, its successors (pipelined) wait in `in`, within the budget.
   const std::size_t room = limits_.maxRequestBytes > c.in.size() ? limits_.maxRequestBytes - c.in.size() : 0;
   if (room == 0) {
@@ -301,8 +313,11 @@ void HttpServer::onReadable(Connection& c, Clock::time_point now) {
   } while (n < 0 && errno == EINTR);
   if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
   if (n <= 0) {
-    if (c.state == Connection::State::Reading || c.state == Connection::State::Writing) return close(c);
-    c.peerGone = true;  // answering: closed when its answer comes
+    // Waiting for a request, the client left. Answering, it may have only half-closed (sent all
+    // its requests, then shut down its side, as `nc -N` does): its answer is still sent, with the
+    // complete requests read after it, then the connection closes. Reset, the send fails.
+    if (c.state == Connection::State::Reading) return close(c);
+    c.inputDone = true;
     watch(c, 0);
     return;
   }
@@ -323,6 +338,8 @@ void HttpServer::serveNext(Connection& c, Clock::time_point now) {
   c.head.assign(c.in, 0, headLength);
   c.in.erase(0, headLength);
   c.scanner.reset();
+  c.serial = ++serials_;
+  c.malformed = hasMalformedHeaderLine(c.head);
   c.lastRequest = ++c.requests >= limits_.keepAliveMaxCount;
   c.closeAfter = false;
   runRequest(c, nullptr, now);
@@ -337,7 +354,8 @@ void HttpServer::runRequest(Connection& c, const Fill* answer, Clock::time_point
   bool connectionClosed = false;
   current_ = &c;
   answer_ = answer;
-  const bool ok = process_request(stream, c.lastRequest, connectionClosed,
+  // Stopping, or at its last request: httplib says "Connection: close" in the response.
+  const bool ok = process_request(stream, c.lastRequest || stopping_.load(), connectionClosed,
                                   [](httplib::Request& req) { req.ranges.clear(); });
   current_ = nullptr;
   answer_ = nullptr;
@@ -349,7 +367,7 @@ void HttpServer::runRequest(Connection& c, const Fill* answer, Clock::time_point
 }
 
 void HttpServer::afterRequest(Connection& c, bool ok, bool connectionClosed, Clock::time_point now) {
-  c.keepAlive = ok && !connectionClosed && !c.closeAfter && !c.lastRequest;
+  c.keepAlive = ok && !connectionClosed && !c.closeAfter && !c.lastRequest && !stopping_.load();
   c.state = Connection::State::Writing;
   c.deadline = now + limits_.writeTimeout;
   send(c, now);
@@ -379,27 +397,32 @@ void HttpServer::afterResponse(Connection& c, Clock::time_point now) {
   c.out.clear();
   if (c.out.capacity() > kKeptBuffer) c.out.shrink_to_fit();  // a large page is not kept per connection
   c.head.clear();
-  if (c.closeAfter) {
-    // The body was left unread: stop sending, drain what the client still sends, then close, so
-    // that the client reads the response instead of a reset.
-    ::shutdown(c.fd, SHUT_WR);
-    c.state = Connection::State::Lingering;
-    c.drained = c.in.size();
-    c.in.clear();
-    c.deadline = now + limits_.lingerTimeout;
-    watch(c, EPOLLIN);
+  if (c.keepAlive && !stopping_.load()) {
+    c.state = Connection::State::Reading;
+    c.idleSince = now;
+    c.deadline = now + (c.in.empty() ? limits_.keepAlive : limits_.requestTimeout);
+    if (!c.inputDone) {
+      watch(c, EPOLLIN);
+      if (!c.in.empty()) serveNext(c, now);  // pipelined
+      return;
+    }
+    // Half-closed: the complete requests it sent are answered, then the connection closes.
+    const auto fd = static_cast<std::size_t>(c.fd);
+    if (!c.in.empty()) serveNext(c, now);  // may answer (and close) at once
+    if (connections_[fd].get() == &c && c.state == Connection::State::Reading) close(c);
     return;
   }
-  if (!c.keepAlive || stopping_.load()) return close(c);
-  c.state = Connection::State::Reading;
-  c.idleSince = now;
+  if (c.inputDone) return close(c);  // nothing more can arrive: a plain close loses nothing
+  // Closing while the client may still be sending (a body left unread, requests pipelined after
+  // the last one answered, or just sent): closing a socket with unread input sends a reset, which
+  // can destroy the responses the client has not read yet. So stop sending, drain what the
+  // client still sends until it closes, then close.
+  ::shutdown(c.fd, SHUT_WR);
+  c.state = Connection::State::Lingering;
+  c.drained = c.in.size();
+  c.in.clear();
+  c.deadline = now + limits_.lingerTimeout;
   watch(c, EPOLLIN);
-  if (c.in.empty()) {
-    c.deadline = now + limits_.keepAlive;
-  } else {
-    c.deadline = now + limits_.requestTimeout;
-    serveNext(c, now);  // pipelined
-  }
 }
 
 void HttpServer::runDelivered(Clock::time_point now) {
@@ -413,10 +436,6 @@ void HttpServer::runDelivered(Clock::time_point now) {
     if (index >= connections_.size() || !connections_[index] || connections_[index]->serial != answer.serial) continue;
     Connection& c = *connections_[index];
     if (c.state != Connection::State::Answering) continue;
-    if (c.peerGone) {
-      close(c);
-      continue;
-    }
     runRequest(c, &answer.fill, now);
   }
 }

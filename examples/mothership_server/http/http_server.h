@@ -22,10 +22,12 @@
 //   on a few threads of its own (task_queue.h);
 // - limits no client can exhaust: a deadline and a byte budget per request head, an idle
 //   keep-alive deadline, a write deadline, at most maxConnections open (past them the longest idle
-//   one is closed, else the new one gets 503), and a connection whose request had a body is closed
-//   with a lingering close after its response;
+//   one is closed, else the new one gets 503);
+// - a connection closed after a response (a body left unread, its last request, stopping) is
+//   closed with a lingering close: no reset destroys answers its client has not read yet. A client
+//   that half-closes (ends its input) still gets the answers to the requests it sent;
 // - stop() (any thread) closes the listening socket and the idle connections, lets the requests
-//   in flight finish and send their response, then serve() returns.
+//   in flight finish and send their response (with "Connection: close"), then serve() returns.
 //
 // It calls the protected Server::process_request and relies on how 0.11.4 parses a request and
 // calls its handlers: http_server.cpp refuses to compile against another version.
@@ -71,6 +73,10 @@ class HttpServer : public httplib::Server, public Responder {
   // For the pre-routing handler: the answer delivered for the request being handled, when httplib
   // runs it the second time; null the first time.
   const Fill* deliveredAnswer() const noexcept { return answer_; }
+
+  // For the pre-routing handler: the head of the request being handled has a header line that
+  // httplib would misread (request_stream.h, hasMalformedHeaderLine); it deserves 400.
+  bool malformedHead() const noexcept;
 
   // Responder, for the request being handled (loop thread only).
   Deliver later() override;

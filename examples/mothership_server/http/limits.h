@@ -15,7 +15,7 @@ struct HttpLimits {
   std::chrono::milliseconds keepAlive{3000};          // idle wait for a connection's next request
   std::chrono::milliseconds requestTimeout{5000};     // one whole request head, from its first byte
   std::chrono::milliseconds writeTimeout{5000};       // a response making no progress
-  std::chrono::milliseconds lingerTimeout{500};       // draining an unread body before closing
+  std::chrono::milliseconds lingerTimeout{500};       // draining unread input before closing
   std::size_t lingerBytes = 256 * 1024;               // the most of it drained
   std::size_t maxRequestBytes = 192 * 1024;           // request line + headers
   std::size_t keepAliveMaxCount = 100;                // requests per connection

@@ -77,6 +77,33 @@ std::size_t HeadScanner::scan(std::string_view bytes) {
   }
 }
 
+namespace {
+
+// RFC 9110 section 5.6.2: tchar.
+bool isTokenChar(char c) {
+  if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')) return true;
+  return std::string_view("!#$%&'*+-.^_`|~").find(c) != std::string_view::npos;
+}
+
+}  // namespace
+
+bool hasMalformedHeaderLine(std::string_view head) {
+  std::size_t start = head.find('\n');
+  if (start == std::string_view::npos) return false;
+  for (++start; start < head.size();) {
+    const auto newline = head.find('\n', start);
+    if (newline == std::string_view::npos) return true;  // not a whole head
+    const auto line = head.substr(start, newline + 1 - start);
+    start = newline + 1;
+    if (line == "\r\n") return false;  // the end of the head
+    if (line.size() < 2 || line[line.size() - 2] != '\r') return true;
+    const auto colon = line.find(':');
+    if (colon == 0 || colon == std::string_view::npos) return true;
+    if (!std::all_of(line.begin(), line.begin() + static_cast<std::ptrdiff_t>(colon), isTokenChar)) return true;
+  }
+  return false;
+}
+
 Address addressOf(int sock, int (*get)(int, sockaddr*, socklen_t*)) {
   sockaddr_storage address{};
   socklen_t length = sizeof address;

@@ -65,6 +65,13 @@ class HeadScanner {
   std::size_t lines_ = 0;
 };
 
+// Whether the header lines of a whole head (HeadScanner's) are ones that httplib would misread
+// rather than refuse: a line ending in a bare "\n" (httplib skips it), a field name that is not an
+// RFC 9110 token (whitespace before the colon: httplib keeps "Content-Length " as another header),
+// or a line without a colon. Any of them could hide a Content-Length, so that a body would be read
+// as the next request; RFC 9112 section 5.1 asks for 400.
+bool hasMalformedHeaderLine(std::string_view head);
+
 // The address that getpeername or getsockname gives for sock.
 Address addressOf(int sock, int (*get)(int, sockaddr*, socklen_t*));
 
