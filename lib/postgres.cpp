@@ -383,6 +383,10 @@ StatementLimits PgPoolAccess::limits(const PgPool& pool, std::optional<Milliseco
   return pool.state_->limits(timeout, notAfter);
 }
 
+StatementLimits PgPoolAccess::callLimits(const PgPool& pool, std::optional<Milliseconds> timeout) noexcept {
+  return pool.state_->callLimits(timeout);
+}
+
 void PgPoolAccess::execute(PgPool& pool, std::string sql, PgParams params, StatementLimits limits,
                            PgDone done) noexcept {
   pool.state_->executeOnLoop(std::move(sql), std::move(params), limits, std::move(done));

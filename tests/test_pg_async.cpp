@@ -441,6 +441,50 @@ TEST_CASE("statements pipelined behind one that timed out are queued once more")
   CHECK(test::waitUntil([&] { return activeWith(db, tag) == 0; }, 5s));
 }
 
+TEST_CASE("a statement that times out behind another fails alone: the one ahead of it runs on") {
+  test::CapturedLog log;
+  test::TestDb db;
+  WiredPool pool(poolOptions(1), log.logger(), 16);
+  REQUIRE(pool->execute("SELECT 1").value(0, 0) == "1");  // the connection is open
+  const std::string tag = "pg_async_ahead_" + test::uniqueId();
+  Outcomes outcomes(3);
+  // One connection: the slow statement first, with time to spare; two short timeouts behind it.
+  const auto start = Clock::now();
+  PgPoolAccess::execute(*pool, "SELECT 'slow' FROM pg_sleep(1.5) /* " + tag + " */", {},
+                        PgPoolAccess::limits(*pool, 10s), outcomes.loopSlot(0));
+  REQUIRE(test::waitUntil([&] { return activeWith(db, tag) == 1; }, 5s));
+  PgPoolAccess::execute(*pool, "SELECT 'first behind'", {}, PgPoolAccess::limits(*pool, 200ms), outcomes.loopSlot(1));
+  PgPoolAccess::execute(*pool, "SELECT 'second behind'", {}, PgPoolAccess::limits(*pool, 500ms), outcomes.loopSlot(2));
+  REQUIRE(outcomes.waitAll(10s));
+  CHECK(outcomes.get(1).code == ErrorCode::Timeout);
+  CHECK(outcomes.get(2).code == ErrorCode::Timeout);
+  CHECK(outcomes.get(1).at - start < 1200ms);
+  CHECK(outcomes.get(2).at - start < 1200ms);
+  // The slow one was neither failed nor sent again: it answers once, after its 1.5 s.
+  const auto slow = outcomes.get(0);
+  CHECK(slow.calls == 1);
+  CHECK(slow.ok);
+  CHECK(slow.value == "slow");
+  CHECK(slow.at - start < 2500ms);
+  CHECK(pool->execute("SELECT $1::text", {"after"}).value(0, 0) == "after");
+}
+
+TEST_CASE("a timer cancelled by another one due at the same time never runs", "[unit]") {
+  Loop loop;
+  std::atomic<int> cancelledRan{0};
+  std::promise<void> done;
+  loop.post([&] {
+    const auto when = Clock::now() + 20ms;
+    auto victim = std::make_shared<Loop::TimerId>(0);
+    loop.at(when, [&loop, victim] { loop.cancel(*victim); });
+    *victim = loop.at(when, [&] { ++cancelledRan; });
+    loop.at(when + 30ms, [&] { done.set_value(); });
+  });
+  REQUIRE(done.get_future().wait_for(5s) == std::future_status::ready);
+  CHECK(cancelledRan == 0);
+  loop.stop();
+}
+
 TEST_CASE("a pooled connection cut silently while idle: the statement is sent once more on a fresh one") {
   test::TestDb db;
   test::CapturedLog log;

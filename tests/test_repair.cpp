@@ -6,6 +6,7 @@
 #include <chrono>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "capture_log.h"
@@ -237,6 +238,48 @@ TEST_CASE("writeMarker sets the marker and clearMarker clears only its own") {
   CHECK_FALSE(client.clearMarker(chat, "stream-2"));
 
   CHECK_FALSE(client.writeMarker("00000000-0000-0000-0000-000000000001", "stream-1"));  // no such chat
+}
+
+TEST_CASE("writeMarker stays within its documented bound when its connection is lost late and it is sent again") {
+  RepairFixture f;
+  f.options.postgres.acquireTimeout = 100ms;
+  f.options.postgres.connectTimeout = 200ms;
+  f.options.postgres.statementTimeout = 2000ms;  // the bound: 100 + 200 + 2000 ms
+  Client client(f.options);
+  const auto chat = f.chats.insert(std::nullopt);
+  REQUIRE(client.writeMarker(chat, "warm-up"));  // a connection that has served: a lost one is retried
+
+  test::TestDb blocker;  // another connection's open transaction holds the row
+  blocker.exec("BEGIN");
+  blocker.exec("SELECT id FROM " + f.chats.name() + " WHERE id = $1 FOR UPDATE", {chat});
+  test::TestDb admin;
+  const auto waiter = [&] {
+    return admin.scalar("SELECT pid::text FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND strpos(query, $1) > 0",
+                        {f.chats.name()});
+  };
+  const auto start = std::chrono::steady_clock::now();
+  std::optional<streamlock::ErrorCode> failed;
+  std::thread writer([&] {
+    try {
+      (void)client.writeMarker(chat, "stream-1");
+    } catch (const streamlock::Error& e) {
+      failed = e.code();
+    }
+  });
+  const bool waiting = test::waitUntil([&] { return waiter().has_value(); }, 2s);
+  // The connection is lost late in the call, 1.7 s in: the statement is sent once more, on a fresh
+  // connection, with what is left of the bound, not a whole statement timeout of its own.
+  std::this_thread::sleep_until(start + 1700ms);
+  if (const auto pid = waiter()) admin.exec("SELECT pg_terminate_backend($1::int)", {*pid});
+  writer.join();
+  const auto elapsed = test::elapsedSince(start);
+  blocker.exec("ROLLBACK");
+
+  REQUIRE(waiting);
+  CHECK(failed.has_value());
+  CHECK(elapsed < 3000ms);  // 2.3 s and a margin; sent again with 2 s of its own, it took 3.7 s
+  // Whether the timed-out UPDATE still ran once the row was free is not known (the server drops a
+  // statement only when it notices its connection closed): that is what Timeout means for a write.
 }
 
 TEST_CASE("writeMarker without PostgreSQL configured throws Error") {

@@ -136,7 +136,8 @@ void ClientCore::updateMarker(std::string chatId, std::optional<std::string> str
   if (!usable()) return done(Error(ErrorCode::ShutDown, "the client is shut down"));
   protocol::Statement statement = streamId ? protocol::writeMarkerStatement(options_.repair, chatId, *streamId)
                                            : protocol::clearMarkerStatement(options_.repair, chatId, expected);
-  const StatementLimits limits = PgPoolAccess::limits(*postgres_, std::nullopt);
+  // The bound writeMarker and clearMarker document, a retry on a fresh connection included.
+  const StatementLimits limits = PgPoolAccess::callLimits(*postgres_, std::nullopt);
   auto shared = std::make_shared<std::pair<protocol::Statement, std::function<void(Result<bool>)>>>(
       std::move(statement), std::move(done));
   const bool posted = onLoop([this, shared, limits] {

@@ -70,6 +70,22 @@ bool Loop::post(Task task) {
   return true;
 }
 
+bool Loop::postIfStartedElseStop(Task task) {
+  {
+    std::lock_guard<std::mutex> guard(postMutex_);
+    if (stopping_) return false;
+    if (!started_.load(std::memory_order_relaxed)) {
+      stopping_ = true;  // no thread, and none will start: stop() has nothing to join
+      return false;
+    }
+    posted_.push_back(std::move(task));
+    if (wakePending_) return true;
+    wakePending_ = true;
+  }
+  wake();
+  return true;
+}
+
 void Loop::wake() {
   const std::uint64_t one = 1;
   // EAGAIN means the counter is already non-zero: the loop wakes anyway.
@@ -153,14 +169,17 @@ int Loop::waitMilliseconds() {
 
 void Loop::runTimers() {
   const Deadline now = Clock::now();
-  // Timers added while running (even ones already due) wait for the next iteration.
-  std::vector<Task> due;
-  while (!timers_.empty() && timers_.begin()->first.first <= now) {
-    auto node = timers_.extract(timers_.begin());
-    timerDeadlines_.erase(node.key().second);
-    due.push_back(std::move(node.mapped()));
+  // The timers due now, in deadline order, each taken out just before it runs: one may cancel
+  // another due at the same time, which then never runs. Timers added while running (even ones
+  // already due) wait for the next iteration.
+  std::vector<std::pair<Deadline, TimerId>> due;
+  for (auto it = timers_.begin(); it != timers_.end() && it->first.first <= now; ++it) due.push_back(it->first);
+  for (const auto& key : due) {
+    auto node = timers_.extract(key);
+    if (node.empty()) continue;  // cancelled by a timer that ran before it
+    timerDeadlines_.erase(key.second);
+    node.mapped()();
   }
-  for (auto& task : due) task();
 }
 
 void Loop::run() {

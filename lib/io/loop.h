@@ -42,6 +42,11 @@ class Loop {
   // use. Returns false (and drops the task) once stop() has begun. Never blocks on I/O.
   bool post(Task task);
 
+  // Shutting down: runs task on the loop thread as post() does when the thread has started;
+  // otherwise stops the loop for good (later posts fail) without starting it, and drops task.
+  // Decided under the lock post() takes, so that no post can start the thread in between (a
+  // first call racing the shutdown either runs before task, or fails). True when task was queued.
+  bool postIfStartedElseStop(Task task);
   // Asks the thread to return after its current iteration, and joins it. Tasks still queued are
   // dropped (destroyed on the calling thread). Idempotent.
   void stop();

@@ -36,6 +36,9 @@ struct PgPoolAccess {
   // statementTimeout), notAfter as given (Deadline::max(): none). Thread-safe.
   static StatementLimits limits(const PgPool& pool, std::optional<Milliseconds> timeout,
                                 Deadline notAfter = Deadline::max()) noexcept;
+  // The limits of a call made now under PgPool's documented bound: notAfter = now + acquireTimeout
+  // + connectTimeout + the statement's timeout, a retry included. Thread-safe.
+  static StatementLimits callLimits(const PgPool& pool, std::optional<Milliseconds> timeout) noexcept;
 
   // Thread-safe: runs the statement under these limits; done runs on the loop thread, exactly once,
   // never inside this call -- except when the loop no longer runs (stopped, or the pool closed

@@ -316,6 +316,13 @@ std::optional<Deadline> PgConnection::oldestSentAt() const noexcept {
   return std::nullopt;
 }
 
+std::shared_ptr<PgStatement> PgConnection::oldestStatement() const noexcept {
+  for (const auto& entry : entries_) {
+    if (entry.statement) return entry.statement;
+  }
+  return nullptr;
+}
+
 int PgConnection::backendPid() const noexcept { return conn_ != nullptr ? PQbackendPID(conn_) : 0; }
 
 bool PgConnection::send(const std::shared_ptr<PgStatement>& statement) {

@@ -153,6 +153,8 @@ class PgConnection final : public IoHandler {
   std::size_t inFlight() const noexcept { return userInFlight_; }
   // When the oldest user statement in flight was sent; nullopt when none is.
   std::optional<Deadline> oldestSentAt() const noexcept;
+  // The oldest user statement in flight (the one the server runs or answers), or null.
+  std::shared_ptr<PgStatement> oldestStatement() const noexcept;
   // User statements this connection completed (with any outcome).
   std::uint64_t completed() const noexcept { return completed_; }
   int backendPid() const noexcept;

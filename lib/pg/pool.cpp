@@ -175,28 +175,37 @@ void PgPoolCore::onTimer(const StatementPtr& statement) {
       armTimer(statement);
     }
   } else if (statement->state == PgStatement::State::InFlight && statement->connection != nullptr) {
-    // The statement ran out of time: close its connection (the server aborts the statement once
-    // it notices, see client_connection_check_interval). Statements pipelined behind it are
-    // queued once more.
     PgConnection& connection = *statement->connection;
-    std::vector<StatementPtr> behind;
-    for (auto& other : connection.close()) {
-      if (other == statement) continue;
-      if (!other->requeued && now < other->limits.notAfter) {
-        other->requeued = true;
-        behind.push_back(std::move(other));
-      } else {
-        finish(other, Error(ErrorCode::ConnectionLost, "PostgreSQL connection closed: a statement ahead of this one timed out"),
-               out);
-      }
-    }
-    retire(connection);
+    const bool oldest = connection.oldestStatement() == statement;
     finish(statement, Error(ErrorCode::Timeout, "PostgreSQL statement timed out"), out);
-    requeue(behind);
+    // The oldest in flight is the one the server runs: close the connection to stop it. One
+    // behind others is still waiting for them, whose own time is not up: the connection stays
+    // for them, and the result of the one that timed out is dropped when it comes (or, should
+    // it still run once they are done, connectionProgress closes the connection then).
+    if (oldest) closeStuck(connection, now, out);
   }
   refreshStats();
   dispatch(out);
   run(out);
+}
+
+// Closes a connection whose oldest statement in flight ran out of time; the server aborts the
+// statement once it notices (see client_connection_check_interval). Those pipelined behind it
+// have not run yet: they are queued once more, once.
+void PgPoolCore::closeStuck(PgConnection& connection, Deadline now, Completions& out) {
+  std::vector<StatementPtr> behind;
+  for (auto& other : connection.close()) {
+    if (other->state == PgStatement::State::Done) continue;  // timed out already
+    if (!other->requeued && now < other->limits.notAfter) {
+      other->requeued = true;
+      behind.push_back(std::move(other));
+    } else {
+      finish(other, Error(ErrorCode::ConnectionLost, "PostgreSQL connection closed: a statement ahead of this one timed out"),
+             out);
+    }
+  }
+  retire(connection);
+  requeue(behind);
 }
 
 // --- dispatching ---------------------------------------------------------------------------------
@@ -295,6 +304,7 @@ void PgPoolCore::orphaned(std::vector<PgOrphan> orphans, Completions& out) {
   const Deadline now = Clock::now();
   for (auto& orphan : orphans) {
     PgStatement& statement = *orphan.statement;
+    if (statement.state == PgStatement::State::Done) continue;  // timed out already: never sent again
     if (orphan.error.code() == ErrorCode::ConnectionLost && statement.reusedConnection && !statement.retried &&
         now < statement.limits.notAfter) {
       statement.retried = true;
@@ -378,6 +388,10 @@ void PgPoolCore::connectionProgress(PgConnection& connection, std::vector<PgFini
     retire(connection);
     log(orphans.empty() ? LogLevel::Debug : LogLevel::Info, lost->what());
     orphaned(std::move(orphans), out);
+  } else if (const auto oldest = connection.oldestStatement(); oldest && oldest->state == PgStatement::State::Done) {
+    // Every result that came was read, and the oldest in flight now is one that timed out behind
+    // others: the server still runs it, past its time.
+    closeStuck(connection, Clock::now(), out);
   }
   dispatch(out);
   run(out);

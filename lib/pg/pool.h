@@ -99,6 +99,7 @@ class PgPoolCore final : private PgConnection::Owner {
   bool send(const StatementPtr& statement, PgConnection& connection, Completions& out);
   void startConnect(const StatementPtr& statement);
   void onTimer(const StatementPtr& statement);
+  void closeStuck(PgConnection& connection, Deadline now, Completions& out);
   void armTimer(const StatementPtr& statement);
   void enqueueBack(const StatementPtr& statement);
   void requeue(const std::vector<StatementPtr>& statements);
