@@ -19,6 +19,7 @@
 #include <cstdlib>
 #include <deque>
 #include <functional>
+#include <future>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -966,6 +967,42 @@ TEST_CASE("after shutdown() every completion form completes at once, inline when
 
 TEST_CASE("after shutdown() every completion form completes at once, on the executor when there is one") {
   everyFormAfterShutdown(true);
+}
+
+TEST_CASE("shutdown() racing a new Client's first call: the call completes, blocking or not") {
+  // A call that never completes hangs this case: the watchdog ends it.
+  const Watchdog watchdog("shutdown() racing a new Client's first call", 120s);
+  test::CapturedLog log;
+  // The first call starts the I/O thread while shutdown() decides whether there is one to stop.
+  int completed = 0;
+  for (int round = 0; round < 300; ++round) {
+    Client client(test::clientOptions(test::redisUrl(), log));
+    std::atomic<int> ready{0};
+    std::promise<void> done;
+    std::thread caller([&] {
+      ++ready;
+      while (ready.load() < 2) {
+      }
+      if (round % 2 == 0) {
+        client.getActiveChatStreamIds({"race"}, [&done](ActiveStreams) { done.set_value(); });
+      } else {
+        (void)client.getActiveChatStreamIds({"race"});
+        done.set_value();
+      }
+    });
+    ++ready;
+    while (ready.load() < 2) {
+    }
+    // 0 to 99 µs later, so that some rounds land while the call is starting the thread.
+    const auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(round % 100);
+    while (std::chrono::steady_clock::now() < until) {
+    }
+    client.shutdown();
+    done.get_future().wait();
+    caller.join();
+    ++completed;
+  }
+  CHECK(completed == 300);
 }
 
 TEST_CASE("shutdown() with a PostgreSQL statement in flight completes it with Error(ShutDown), and the statement "

@@ -13,6 +13,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <future>
 #include <memory>
 #include <optional>
 #include <string>
@@ -177,6 +178,22 @@ TEST_CASE("a sentinel URL whose first sentinel is down still works") {
     REQUIRE(verified.has_value());
     std::printf("first sentinel hung: verified after %lld ms\n", static_cast<long long>(verified->count()));
     CHECK(*verified < 2s);
+  }
+  SECTION("it accepts TCP and never answers: lookups that end while the master is being found") {
+    // Their deadline (250 ms) ends them while discovery still waits on the first sentinel: the
+    // ids they were given are freed then, before the master is found (ASan would see a read).
+    test::SilentListener hung(test::SilentListener::Mode::Accept);
+    options.redis.url = "redis-sentinel://127.0.0.1:" + std::to_string(hung.port()) + "," + rest;
+    Client client(options);
+    std::promise<streamlock::ActiveStreams> completed;
+    {
+      const auto ids = std::make_unique<std::vector<std::string>>(set.chats);
+      client.getActiveChatStreamIds(*ids, [&](streamlock::ActiveStreams r) { completed.set_value(std::move(r)); });
+      (void)client.getActiveChatStreamIds(*ids);
+    }
+    CHECK(completed.get_future().wait_for(5s) == std::future_status::ready);
+    const auto verified = verifiedAgainWithin(client, set, 5s);
+    CHECK(verified.has_value());
   }
 }
 

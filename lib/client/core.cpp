@@ -161,9 +161,13 @@ void ClientCore::shutdown() noexcept {
     return;
   }
   if (shutDown_.exchange(true, std::memory_order_acq_rel)) return;
-  if (loop_.started() && !loop_.inLoopThread()) {
+  // A first call racing this one either queued its task before (the thread has started: the
+  // shutdown runs after it and ends what it started) or finds the loop stopped and fails.
+  if (!loop_.inLoopThread()) {
     auto waiter = Waiter<bool>::make();
-    if (loop_.post([this, waiter] { shutdownOnLoop([waiter] { waiter->set(true); }); })) waiter->wait();
+    if (loop_.postIfStartedElseStop([this, waiter] { shutdownOnLoop([waiter] { waiter->set(true); }); })) {
+      waiter->wait();
+    }
   }
   loop_.stop();
   pending_.clear();

@@ -4,7 +4,10 @@
 #include <hiredis/hiredis.h>
 
 #include <algorithm>
+#include <memory>
+#include <string>
 #include <utility>
+#include <vector>
 
 #include "redis/standalone.h"
 
@@ -45,11 +48,23 @@ class SentinelTopology final : public RedisTopology {
 
   void lookup(const std::string& prefix, const std::vector<const std::string*>& ids, std::size_t chunk, Deadline,
               std::function<void(LookupReply)> done) override {
-    withMaster([this, prefix, ids, chunk, done = std::move(done)](RedisConnection* master, std::optional<Error> error) mutable {
+    // The ids point into the caller's strings, which live only until its deadline: a lookup that
+    // waits for a master to be discovered (which may outlast the deadline) keeps copies of them.
+    std::shared_ptr<std::vector<std::string>> kept;
+    if (!ready_ && !closed_) {
+      kept = std::make_shared<std::vector<std::string>>();
+      kept->reserve(ids.size());
+      for (const std::string* id : ids) kept->push_back(*id);
+    }
+    withMaster([this, prefix, ids = std::vector<const std::string*>(ids), kept, chunk, done = std::move(done)](RedisConnection* master,
+                                                                      std::optional<Error> error) mutable {
       if (error) {
         LookupReply reply;
         reply.owners = *error;
         return done(std::move(reply));
+      }
+      if (kept) {
+        for (std::size_t i = 0; i < ids.size(); ++i) ids[i] = &(*kept)[i];
       }
       const std::uint64_t generation = generation_;
       lookupOn(*master, prefix, ids, chunk, [this, generation, done = std::move(done)](LookupReply reply) {
