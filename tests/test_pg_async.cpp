@@ -469,6 +469,46 @@ TEST_CASE("a statement that times out behind another fails alone: the one ahead 
   CHECK(pool->execute("SELECT $1::text", {"after"}).value(0, 0) == "after");
 }
 
+TEST_CASE("prepared statements gone stale (ALTER TABLE, DEALLOCATE ALL) are prepared again, not failed for good") {
+  test::CapturedLog log;
+  test::TestDb db;
+  const std::string table = "stale_" + test::uniqueId();
+  db.exec("CREATE TABLE " + table + " (a int)");
+  db.exec("INSERT INTO " + table + " VALUES (1)");
+  struct Drop {
+    test::TestDb& db;
+    const std::string& table;
+    ~Drop() { db.exec("DROP TABLE IF EXISTS " + table); }
+  } drop{db, table};
+  PgPool pool(poolOptions(1), log.logger());
+  const std::string select = "SELECT * FROM " + table;
+  REQUIRE(pool.execute(select).columns() == 1);
+
+  SECTION("a column added: the cached plan's row type changed (0A000)") {
+    db.exec("ALTER TABLE " + table + " ADD COLUMN b text DEFAULT 'x'");
+    for (int i = 0; i < 3; ++i) {
+      const auto rows = pool.execute(select);
+      CHECK(rows.columns() == 2);
+      CHECK(rows.value(0, 1) == "x");
+    }
+  }
+  SECTION("a caller's DEALLOCATE ALL: the prepared statement is gone (26000)") {
+    (void)pool.execute("DEALLOCATE ALL");
+    for (int i = 0; i < 3; ++i) CHECK(pool.execute(select).value(0, 0) == "1");
+  }
+}
+
+TEST_CASE("a connection prepares at most 256 SQL texts, and runs more unprepared") {
+  test::CapturedLog log;
+  PgPool pool(poolOptions(1), log.logger());
+  for (int i = 0; i < 300; ++i) {
+    CHECK(pool.execute("SELECT " + std::to_string(i) + "::int AS n").value(0, 0) == std::to_string(i));
+  }
+  const auto prepared = std::stoll(std::string(pool.execute("SELECT count(*) FROM pg_prepared_statements").value(0, 0)));
+  CHECK(prepared <= 257);  // 256 and, unprepared past them, nothing for the count itself
+  CHECK(prepared >= 256);
+}
+
 TEST_CASE("a timer cancelled by another one due at the same time never runs", "[unit]") {
   Loop loop;
   std::atomic<int> cancelledRan{0};

@@ -323,6 +323,12 @@ std::shared_ptr<PgStatement> PgConnection::oldestStatement() const noexcept {
   return nullptr;
 }
 
+void PgConnection::forgetPrepared(const std::string& sql) noexcept {
+  // Statements in flight keep the old one (their Entry holds it); a stale one stays allocated in
+  // the session, under a name never used again, until the connection closes.
+  prepared_.erase(sql);
+}
+
 int PgConnection::backendPid() const noexcept { return conn_ != nullptr ? PQbackendPID(conn_) : 0; }
 
 bool PgConnection::send(const std::shared_ptr<PgStatement>& statement) {
@@ -334,7 +340,9 @@ bool PgConnection::send(const std::shared_ptr<PgStatement>& statement) {
   for (const auto& p : statement->params) values.push_back(p ? p->c_str() : nullptr);
   const int count = static_cast<int>(values.size());
   int ok = 0;
-  if (!config_.prepareStatements) {
+  // Past kMaxPrepared texts, a new one runs unprepared: a caller that builds SQL text on the fly
+  // must not grow the session (and this map) without bound.
+  if (!config_.prepareStatements || (prepared_.size() >= kMaxPrepared && prepared_.count(statement->sql) == 0)) {
     ok = PQsendQueryParams(conn_, statement->sql.c_str(), count, nullptr, values.data(), nullptr, nullptr, 0);
   } else {
     std::shared_ptr<Prepared>& slot = prepared_[statement->sql];
@@ -455,6 +463,13 @@ void PgConnection::take(Entry& entry, PGresult* raw) {
         // Sent behind a Prepare of the same text that failed: fail as that Prepare did, not with
         // "prepared statement does not exist".
         error = *entry.uses->error;
+      } else if (entry.phase == Phase::Execute && entry.uses && !entry.prepares && !entry.error &&
+                 (error.sqlstate() == "26000" || error.sqlstate() == "0A000")) {
+        // The statement prepared earlier is gone from the session (a caller's DEALLOCATE) or was
+        // planned for another row type (an ALTER TABLE: "cached plan must not change result
+        // type"): prepare it again next time, and let the pool send it once more.
+        forgetPrepared(entry.statement->sql);
+        entry.stalePrepared = true;
       }
       if (!entry.error) entry.error = std::move(error);
       return;
@@ -500,7 +515,7 @@ void PgConnection::complete(Entry& entry, std::vector<PgFinished>& finished) {
   --userInFlight_;
   ++completed_;
   if (entry.error) {
-    finished.push_back(PgFinished{std::move(entry.statement), std::move(*entry.error)});
+    finished.push_back(PgFinished{std::move(entry.statement), std::move(*entry.error), entry.stalePrepared});
   } else if (entry.haveResult) {
     finished.push_back(PgFinished{std::move(entry.statement), std::move(entry.result)});
   } else {

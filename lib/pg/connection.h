@@ -92,6 +92,7 @@ struct PgStatement {
   bool reusedConnection = false;  // sent on a connection that had completed statements before
   bool retried = false;           // already sent once more after a lost connection
   bool requeued = false;          // already queued again after a timeout ahead of it
+  bool staleRetried = false;      // already sent once more after its prepared statement went stale
   Loop::TimerId timer = 0;
   bool queued = false;  // in the pool's waiting list, at waitPos
   std::list<std::shared_ptr<PgStatement>>::iterator waitPos{};
@@ -101,6 +102,10 @@ struct PgStatement {
 struct PgFinished {
   std::shared_ptr<PgStatement> statement;
   Result<PgResult> outcome;
+  // It failed executing a statement prepared earlier, in a way that a fresh Prepare can mend:
+  // gone from the session (26000, e.g. a caller's DEALLOCATE ALL) or planned for an older table
+  // (0A000, "cached plan must not change result type" after an ALTER TABLE). Nothing ran.
+  bool stalePrepared = false;
 };
 
 // A statement still in flight on a connection that died, with the error it would fail with.
@@ -153,6 +158,8 @@ class PgConnection final : public IoHandler {
   std::size_t inFlight() const noexcept { return userInFlight_; }
   // When the oldest user statement in flight was sent; nullopt when none is.
   std::optional<Deadline> oldestSentAt() const noexcept;
+  // Prepares sql again the next time it is sent (its cached prepared statement went stale).
+  void forgetPrepared(const std::string& sql) noexcept;
   // The oldest user statement in flight (the one the server runs or answers), or null.
   std::shared_ptr<PgStatement> oldestStatement() const noexcept;
   // User statements this connection completed (with any outcome).
@@ -195,6 +202,7 @@ class PgConnection final : public IoHandler {
     std::shared_ptr<Prepared> uses;  // the prepared statement it executes (prepareStatements)
     bool prepares = false;           // it carries the Prepare of `uses`
     std::optional<Error> error;
+    bool stalePrepared = false;  // see PgFinished
     PgResult result;
     bool haveResult = false;
     Deadline sentAt{};
@@ -244,6 +252,7 @@ class PgConnection final : public IoHandler {
   std::deque<Entry> entries_;
   std::size_t userInFlight_ = 0;
   std::uint64_t completed_ = 0;
+  static constexpr std::size_t kMaxPrepared = 256;  // SQL texts prepared per connection, at most
   std::unordered_map<std::string, std::shared_ptr<Prepared>> prepared_;  // SQL text -> statement
   std::uint64_t nextName_ = 0;
   bool writeBlocked_ = false;  // PQflush left data unsent

@@ -383,7 +383,22 @@ void PgPoolCore::connectFailed(PgConnection& connection, Error error) {
 void PgPoolCore::connectionProgress(PgConnection& connection, std::vector<PgFinished> finished,
                                     std::optional<Error> lost, std::vector<PgOrphan> orphans) {
   Completions out;
-  for (auto& ended : finished) finish(ended.statement, std::move(ended.outcome), out);
+  std::vector<StatementPtr> again;
+  const Deadline now = Clock::now();
+  for (auto& ended : finished) {
+    PgStatement& statement = *ended.statement;
+    if (ended.stalePrepared && !statement.staleRetried && statement.state == PgStatement::State::InFlight &&
+        now < statement.limits.notAfter) {
+      // Its prepared statement went stale (nothing ran): every connection prepares it again, and
+      // it is sent once more.
+      for (const auto& other : connections_) other->forgetPrepared(statement.sql);
+      statement.staleRetried = true;
+      again.push_back(std::move(ended.statement));
+      continue;
+    }
+    finish(ended.statement, std::move(ended.outcome), out);
+  }
+  requeue(again);
   if (lost) {
     retire(connection);
     log(orphans.empty() ? LogLevel::Debug : LogLevel::Info, lost->what());
