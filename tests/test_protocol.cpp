@@ -193,7 +193,7 @@ TEST_CASE("planLookup: no chats, no command", "[unit]") {
   CHECK(plan.commands.empty());
 }
 
-TEST_CASE("verifiedOwners: a value is its chat's owner; nullopt and the empty string are no owner", "[unit]") {
+TEST_CASE("verifiedOwners: a value is its chat's owner, and nullopt and the empty string are no owner", "[unit]") {
   const auto plan = protocol::planLookup({"a", "b", "c", "d"}, "p:");
   const auto active = protocol::verifiedOwners(plan, {std::string("stream-a"), std::nullopt, std::string(""),
                                                       std::string("stream-d")});
@@ -284,7 +284,7 @@ TEST_CASE("repairSql: quoted identifiers, the column types as given, the two arr
         "WHERE chat.\"id\" = stale.id::uuid AND chat.\"mark\"\"er\" = stale.marker::text");
 }
 
-TEST_CASE("repairParameters: two text[] literals, every element quoted, '\"' and '\\' escaped", "[unit]") {
+TEST_CASE("repairParameters: two text array literals, every element quoted, with double quotes and backslashes escaped", "[unit]") {
   CHECK(protocol::repairParameters({}) == protocol::SqlParams{std::string("{}"), std::string("{}")});
   CHECK(protocol::repairParameters({{"a", "s1"}, {"b", "s2"}}) ==
         protocol::SqlParams{std::string("{\"a\",\"b\"}"), std::string("{\"s1\",\"s2\"}")});

@@ -226,7 +226,7 @@ TEST_CASE("appendMgets: binary-safe ids", "[unit]") {
 
 // --- ReplyReader -------------------------------------------------------------------------------------
 
-TEST_CASE("ReplyReader: nothing fed, no reply; an incomplete reply is no reply yet", "[unit]") {
+TEST_CASE("ReplyReader: nothing fed, no reply, and an incomplete reply is no reply yet", "[unit]") {
   ReplyReader reader;
   CHECK_FALSE(reader.next());
   reader.feed("*2\r\n$3\r\nab", 10);

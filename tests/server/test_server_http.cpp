@@ -131,7 +131,7 @@ TEST_CASE("http: a connection closes after its 100th request, answered with Conn
   CHECK(answer.raw.find("Connection: close", lastHead) != std::string::npos);
 }
 
-TEST_CASE("http: past --max-connections the longest idle connection gives way; with none idle, 503",
+TEST_CASE("http: past --max-connections the longest idle connection gives way, and with none idle, 503",
           "[server][http]") {
   Server server({"--max-connections", "4", "--redis-url", requireEnv("STREAMLOCK_TEST_REDIS_URL")});
 
