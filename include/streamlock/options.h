@@ -83,7 +83,8 @@ struct PostgresOptions {
   /// on a lock delays at most those already behind it (they are sent again elsewhere if it times
   /// out). 1: one statement per connection at a time.
   std::size_t pipelineDepth = 1;
-  /// Prepare each distinct statement once per connection (PQprepare) and then execute it.
+  /// Prepare each distinct statement once per connection (PQprepare) and then execute it (at most
+  /// 256 distinct SQL texts per connection; more run unprepared).
   bool prepareStatements = true;
   /// Server settings applied to every session of the pool at connect, as libpq's
   /// options="-c name=value", appended to any options the conninfo already has.

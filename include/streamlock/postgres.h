@@ -57,8 +57,11 @@ class PgResult {
 /// A bounded, thread-safe pool of libpq connections, driven by one I/O thread with non-blocking
 /// I/O: connections open lazily (sub-second connect deadlines are honoured; a multi-host conninfo
 /// is tried host by host, see PostgresOptions::hostAttemptTimeout), statements are sent in libpq's
-/// pipeline mode, each prepared once per connection (PostgresOptions::prepareStatements). A
-/// connection that failed (I/O error, timeout, server restart) is discarded and a fresh one opened
+/// pipeline mode, each prepared once per connection (PostgresOptions::prepareStatements; at most
+/// 256 distinct SQL texts per connection, more run unprepared). A prepared statement that went
+/// stale (an ALTER TABLE that changed its row type, a DEALLOCATE) is prepared again and its call
+/// sent once more. A statement that times out fails only its own call: the statements pipelined
+/// ahead of it on its connection run on. A connection that failed (I/O error, timeout, server restart) is discarded and a fresh one opened
 /// on the next use. On a server >= 14 each session sets client_connection_check_interval (1 s),
 /// so that the server aborts a statement soon after the pool dropped its connection.
 ///
