@@ -3,6 +3,9 @@
 // hosts), losing connections (cut while idle, a server restart), close() and fork().
 #include <catch2/catch.hpp>
 
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -507,6 +510,57 @@ TEST_CASE("a connection prepares at most 256 SQL texts, and runs more unprepared
   const auto prepared = std::stoll(std::string(pool.execute("SELECT count(*) FROM pg_prepared_statements").value(0, 0)));
   CHECK(prepared <= 257);  // 256 and, unprepared past them, nothing for the count itself
   CHECK(prepared >= 256);
+}
+
+TEST_CASE("an event of a descriptor closed earlier in the same batch never reaches the socket that took its number",
+          "[unit]") {
+  Loop loop;
+  int a[2];
+  int b[2];
+  REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, a) == 0);
+  REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, b) == 0);
+  REQUIRE(::write(a[1], "x", 1) == 1);  // both readable before they are watched: one batch
+  REQUIRE(::write(b[1], "x", 1) == 1);
+  struct Handler final : streamlock::detail::IoHandler {
+    std::function<void()> ready;
+    void onIo(std::uint32_t) override { ready(); }
+  };
+  Handler first;
+  Handler second;
+  Handler newcomer;
+  std::atomic<int> newcomerCalls{0};
+  std::promise<void> done;
+  int victim = -1;
+  int fresh = -1;
+  // Whichever runs first closes the other's descriptor and opens one that takes its number.
+  const auto takeOver = [&](int other) {
+    if (victim >= 0) return;
+    victim = other;
+    loop.unwatch(other);
+    ::close(other);
+    fresh = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);  // the lowest free number: other's
+    loop.watch(fresh, &newcomer, EPOLLIN);
+    loop.at(Clock::now() + 50ms, [&done] { done.set_value(); });
+  };
+  char byte = 0;
+  first.ready = [&] {
+    takeOver(b[0]);
+    (void)::read(a[0], &byte, 1);
+  };
+  second.ready = [&] {
+    takeOver(a[0]);
+    (void)::read(b[0], &byte, 1);
+  };
+  newcomer.ready = [&] { ++newcomerCalls; };
+  loop.post([&] {
+    loop.watch(a[0], &first, EPOLLIN);
+    loop.watch(b[0], &second, EPOLLIN);
+  });
+  REQUIRE(done.get_future().wait_for(5s) == std::future_status::ready);
+  loop.stop();
+  REQUIRE(fresh == victim);  // the case this checks did arise
+  CHECK(newcomerCalls == 0);
+  for (const int fd : {a[1], b[1], fresh, victim == a[0] ? b[0] : a[0]}) ::close(fd);
 }
 
 TEST_CASE("a timer cancelled by another one due at the same time never runs", "[unit]") {

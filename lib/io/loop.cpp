@@ -30,7 +30,7 @@ int createWakeFd(int epoll) {
   }
   epoll_event event{};
   event.events = EPOLLIN;
-  event.data.fd = fd;
+  event.data.u64 = static_cast<std::uint32_t>(fd);  // registration 0
   if (::epoll_ctl(epoll, EPOLL_CTL_ADD, fd, &event) != 0) {
     const int error = errno;
     ::close(fd);
@@ -138,14 +138,17 @@ void Loop::cancel(TimerId id) noexcept {
 
 void Loop::watch(int fd, IoHandler* handler, std::uint32_t events) {
   if (forked_) return;
+  const auto known = handlers_.find(fd);
+  Watched watched{handler, known != handlers_.end() && known->second.handler == handler ? known->second.registration
+                                                                                      : ++registrations_};
+  if (watched.registration == 0) watched.registration = ++registrations_;  // 0 is the wake-up descriptor's
   epoll_event event{};
   event.events = events;
-  event.data.fd = fd;
-  const bool known = handlers_.count(fd) != 0;
-  if (::epoll_ctl(epoll_, known ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, fd, &event) != 0) {
+  event.data.u64 = (std::uint64_t{watched.registration} << 32) | static_cast<std::uint32_t>(fd);
+  if (::epoll_ctl(epoll_, known != handlers_.end() ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, fd, &event) != 0) {
     throw Error(ErrorCode::ConnectionLost, std::string("cannot watch a socket: ") + std::strerror(errno));
   }
-  handlers_[fd] = handler;
+  handlers_[fd] = watched;
 }
 
 void Loop::unwatch(int fd) noexcept {
@@ -192,15 +195,17 @@ void Loop::run() {
     const int ready = ::epoll_wait(epoll_, events, kMaxEvents, timeout);
     std::lock_guard<std::mutex> work(work_);
     for (int i = 0; i < ready; ++i) {
-      const int fd = events[i].data.fd;
-      if (fd == wakeFd_) {
+      const int fd = static_cast<int>(static_cast<std::uint32_t>(events[i].data.u64));
+      const auto registration = static_cast<std::uint32_t>(events[i].data.u64 >> 32);
+      if (fd == wakeFd_ && registration == 0) {
         std::uint64_t count;
         [[maybe_unused]] const ssize_t got = ::read(wakeFd_, &count, sizeof count);
         continue;
       }
-      // A handler may close (and unwatch) another descriptor of this batch: look it up each time.
+      // A handler may close (and unwatch) another descriptor of this batch, whose number a new
+      // socket may then take: look it up each time, and check it is the same registration.
       const auto it = handlers_.find(fd);
-      if (it != handlers_.end()) it->second->onIo(events[i].events);
+      if (it != handlers_.end() && it->second.registration == registration) it->second.handler->onIo(events[i].events);
     }
     runTimers();
     {

@@ -100,7 +100,15 @@ class Loop {
   std::map<std::pair<Deadline, TimerId>, Task> timers_;
   std::unordered_map<TimerId, Deadline> timerDeadlines_;
   TimerId nextTimer_ = 1;
-  std::unordered_map<int, IoHandler*> handlers_;
+  // What each watched descriptor reports to. A registration's number rides in its epoll events, so
+  // that an event reported for a descriptor closed meanwhile in the same batch (its number taken
+  // again by a new socket) is not handed to the new one's handler.
+  struct Watched {
+    IoHandler* handler = nullptr;
+    std::uint32_t registration = 0;
+  };
+  std::unordered_map<int, Watched> handlers_;
+  std::uint32_t registrations_ = 0;
   std::vector<Task> endOfIteration_;
 };
 
