@@ -51,10 +51,10 @@ Loop::~Loop() {
 }
 
 bool Loop::post(Task task) {
+  bool wakeUp = false;
   {
     std::lock_guard<std::mutex> guard(postMutex_);
     if (stopping_) return false;
-    posted_.push_back(std::move(task));
     if (!started_.load(std::memory_order_relaxed)) {
       std::lock_guard<std::mutex> threadGuard(threadMutex_);
       if (!thread_.joinable()) {
@@ -62,15 +62,14 @@ bool Loop::post(Task task) {
         started_ = true;
       }
     }
-    // One wake-up per batch: the loop clears wakePending_ when it takes the queue.
-    if (wakePending_) return true;
-    wakePending_ = true;
+    wakeUp = queueLocked(std::move(task));
   }
-  wake();
+  if (wakeUp) wake();
   return true;
 }
 
 bool Loop::postIfStartedElseStop(Task task) {
+  bool wakeUp = false;
   {
     std::lock_guard<std::mutex> guard(postMutex_);
     if (stopping_) return false;
@@ -78,11 +77,17 @@ bool Loop::postIfStartedElseStop(Task task) {
       stopping_ = true;  // no thread, and none will start: stop() has nothing to join
       return false;
     }
-    posted_.push_back(std::move(task));
-    if (wakePending_) return true;
-    wakePending_ = true;
+    wakeUp = queueLocked(std::move(task));
   }
-  wake();
+  if (wakeUp) wake();
+  return true;
+}
+
+bool Loop::queueLocked(Task task) {
+  posted_.push_back(std::move(task));
+  // One wake-up per batch: the loop clears wakePending_ when it takes the queue.
+  if (wakePending_) return false;
+  wakePending_ = true;
   return true;
 }
 

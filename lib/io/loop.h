@@ -80,6 +80,8 @@ class Loop {
   void runTimers();
   int waitMilliseconds();
   void wake();
+  // postMutex_ held: queues task; true when the loop must be woken (the first of a batch).
+  bool queueLocked(Task task);
 
   const int epoll_;
   const int wakeFd_;

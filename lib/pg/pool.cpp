@@ -406,7 +406,7 @@ void PgPoolCore::connectionProgress(PgConnection& connection, std::vector<PgFini
   } else if (const auto oldest = connection.oldestStatement(); oldest && oldest->state == PgStatement::State::Done) {
     // Every result that came was read, and the oldest in flight now is one that timed out behind
     // others: the server still runs it, past its time.
-    closeStuck(connection, Clock::now(), out);
+    closeStuck(connection, now, out);
   }
   dispatch(out);
   run(out);

@@ -67,6 +67,12 @@ int roundTrip(int fd, const std::string& bytes, milliseconds limit = seconds{10}
   return 0;
 }
 
+// Whether the last response in answer says "Connection: close".
+bool lastResponseSaysClose(const Answer& answer) {
+  const auto lastHead = answer.raw.rfind("HTTP/1.1 ");
+  return lastHead != std::string::npos && answer.raw.find("Connection: close", lastHead) != std::string::npos;
+}
+
 // Whether fd is still open after `wait` (the server neither closed nor reset it meanwhile).
 bool stillOpen(int fd, milliseconds wait) { return !closedByServer(fd, Clock::now() + wait); }
 
@@ -126,9 +132,7 @@ TEST_CASE("http: a connection closes after its 100th request, answered with Conn
   const auto answer = exchange(server.port(), bytes);
   CHECK(answer.responses == 100);
   CHECK(answer.closed);
-  const auto lastHead = answer.raw.rfind("HTTP/1.1 ");
-  REQUIRE(lastHead != std::string::npos);
-  CHECK(answer.raw.find("Connection: close", lastHead) != std::string::npos);
+  CHECK(lastResponseSaysClose(answer));
 }
 
 TEST_CASE("http: past --max-connections the longest idle connection gives way, and with none idle, 503",
@@ -348,9 +352,7 @@ TEST_CASE("http: closing with requests still unread, the answers sent reach a cl
   CHECK(answer.responses == 100);
   CHECK(answer.closed);
   CHECK_FALSE(answer.reset);
-  const auto lastHead = answer.raw.rfind("HTTP/1.1 ");
-  REQUIRE(lastHead != std::string::npos);
-  CHECK(answer.raw.find("Connection: close", lastHead) != std::string::npos);
+  CHECK(lastResponseSaysClose(answer));
 }
 
 TEST_CASE("http: SIGTERM while a keep-alive request is answered: its response says Connection: close",

@@ -337,9 +337,9 @@ void HttpServer::serveNext(Connection& c, Clock::time_point now) {
   }
   c.head.assign(c.in, 0, headLength);
   c.in.erase(0, headLength);
+  c.malformed = c.scanner.malformed();
   c.scanner.reset();
   c.serial = ++serials_;
-  c.malformed = hasMalformedHeaderLine(c.head);
   c.lastRequest = ++c.requests >= limits_.keepAliveMaxCount;
   c.closeAfter = false;
   runRequest(c, nullptr, now);

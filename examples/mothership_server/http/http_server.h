@@ -75,7 +75,7 @@ class HttpServer : public httplib::Server, public Responder {
   const Fill* deliveredAnswer() const noexcept { return answer_; }
 
   // For the pre-routing handler: the head of the request being handled has a header line that
-  // httplib would misread (request_stream.h, hasMalformedHeaderLine); it deserves 400.
+  // httplib would misread (request_stream.h, HeadScanner::malformed); it deserves 400.
   bool malformedHead() const noexcept;
 
   // Responder, for the request being handled (loop thread only).

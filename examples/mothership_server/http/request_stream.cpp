@@ -28,6 +28,21 @@ bool hasRangeHeader(std::string_view head) {
   return false;
 }
 
+// RFC 9110 section 5.6.2: tchar.
+bool isTokenChar(char c) {
+  if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')) return true;
+  return std::string_view("!#$%&'*+-.^_`|~").find(c) != std::string_view::npos;
+}
+
+// A header line (with its line end) that httplib would skip or file under another name: a bare
+// "\n" line end, a field name that is not a token (whitespace before the colon), no colon.
+bool isMalformedHeaderLine(std::string_view line) {
+  if (line.size() < 2 || line[line.size() - 2] != '\r') return true;
+  const auto colon = line.find(':');
+  if (colon == 0 || colon == std::string_view::npos) return true;
+  return !std::all_of(line.begin(), line.begin() + static_cast<std::ptrdiff_t>(colon), isTokenChar);
+}
+
 }  // namespace
 
 RequestStream::RequestStream(int sock, std::string_view head, std::string& out, const Address& remote,
@@ -74,34 +89,8 @@ std::size_t HeadScanner::scan(std::string_view bytes) {
     scanned_ = newline + 1;
     // httplib refuses a request line without CR at once (400), and skips such header lines.
     if (lines_++ == 0 ? line.size() < 2 || line[line.size() - 2] != '\r' : line == "\r\n") return scanned_;
+    if (lines_ > 1) malformed_ = malformed_ || isMalformedHeaderLine(line);
   }
-}
-
-namespace {
-
-// RFC 9110 section 5.6.2: tchar.
-bool isTokenChar(char c) {
-  if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')) return true;
-  return std::string_view("!#$%&'*+-.^_`|~").find(c) != std::string_view::npos;
-}
-
-}  // namespace
-
-bool hasMalformedHeaderLine(std::string_view head) {
-  std::size_t start = head.find('\n');
-  if (start == std::string_view::npos) return false;
-  for (++start; start < head.size();) {
-    const auto newline = head.find('\n', start);
-    if (newline == std::string_view::npos) return true;  // not a whole head
-    const auto line = head.substr(start, newline + 1 - start);
-    start = newline + 1;
-    if (line == "\r\n") return false;  // the end of the head
-    if (line.size() < 2 || line[line.size() - 2] != '\r') return true;
-    const auto colon = line.find(':');
-    if (colon == 0 || colon == std::string_view::npos) return true;
-    if (!std::all_of(line.begin(), line.begin() + static_cast<std::ptrdiff_t>(colon), isTokenChar)) return true;
-  }
-  return false;
 }
 
 Address addressOf(int sock, int (*get)(int, sockaddr*, socklen_t*)) {

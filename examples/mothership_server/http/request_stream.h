@@ -59,18 +59,18 @@ class HeadScanner {
   // between calls, until reset().
   std::size_t scan(std::string_view bytes);
   void reset() { *this = HeadScanner(); }
+  // Whether a header line of the head scanned is one that httplib would misread rather than
+  // refuse: a line ending in a bare "\n" (httplib skips it), a field name that is not an RFC 9110
+  // token (whitespace before the colon: httplib keeps "Content-Length " as another header), or a
+  // line without a colon. Any of them could hide a Content-Length, so that a body would be read as
+  // the next request; RFC 9112 section 5.1 asks for 400.
+  bool malformed() const noexcept { return malformed_; }
 
  private:
   std::size_t scanned_ = 0;  // bytes before this are whole lines, already looked at
   std::size_t lines_ = 0;
+  bool malformed_ = false;
 };
-
-// Whether the header lines of a whole head (HeadScanner's) are ones that httplib would misread
-// rather than refuse: a line ending in a bare "\n" (httplib skips it), a field name that is not an
-// RFC 9110 token (whitespace before the colon: httplib keeps "Content-Length " as another header),
-// or a line without a colon. Any of them could hide a Content-Length, so that a body would be read
-// as the next request; RFC 9112 section 5.1 asks for 400.
-bool hasMalformedHeaderLine(std::string_view head);
 
 // The address that getpeername or getsockname gives for sock.
 Address addressOf(int sock, int (*get)(int, sockaddr*, socklen_t*));
