@@ -171,13 +171,14 @@ bool Stream::read(std::string& out) {
     tlsWants_ = kNone;
     return tlsRead(*tls_, out, tlsWants_);
   }
+  // Received into a buffer on the stack, then appended: growing `out` by the whole chunk first
+  // would zero 16 KiB per read for replies that are mostly a few hundred bytes.
+  char chunk[16384];
   for (;;) {
-    const std::size_t before = out.size();
-    out.resize(before + 16384);
-    const ssize_t n = ::recv(fd_, out.data() + before, 16384, 0);
-    out.resize(before + (n > 0 ? static_cast<std::size_t>(n) : 0));
+    const ssize_t n = ::recv(fd_, chunk, sizeof chunk, 0);
     if (n > 0) {
-      if (n < 16384) return true;  // drained: the next recv would only say EAGAIN
+      out.append(chunk, static_cast<std::size_t>(n));
+      if (static_cast<std::size_t>(n) < sizeof chunk) return true;  // drained: the next recv would only say EAGAIN
       continue;
     }
     if (n == 0) return false;

@@ -382,14 +382,15 @@ bool tlsHandshake(TlsState& tls, std::uint32_t& wants) {
 
 bool tlsRead(TlsState& tls, std::string& out, std::uint32_t& wants) {
   constexpr std::size_t kChunk = 16384;  // the largest TLS record: one SSL_read takes a whole one
+  char chunk[kChunk];  // appended from the stack: growing `out` first would zero 16 KiB per read
   for (;;) {
-    const std::size_t before = out.size();
-    out.resize(before + kChunk);
     std::size_t got = 0;
     ERR_clear_error();
-    const int rc = SSL_read_ex(tls.ssl, out.data() + before, kChunk, &got);
-    out.resize(before + (rc == 1 ? got : 0));
-    if (rc == 1) continue;  // until OpenSSL would block: bytes it holds are invisible to poll
+    const int rc = SSL_read_ex(tls.ssl, chunk, kChunk, &got);
+    if (rc == 1) {
+      out.append(chunk, got);
+      continue;  // until OpenSSL would block: bytes it holds are invisible to poll
+    }
     const int error = SSL_get_error(tls.ssl, rc);
     switch (error) {
       case SSL_ERROR_WANT_READ:
