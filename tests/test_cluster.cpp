@@ -29,6 +29,7 @@
 #include "capture_log.h"
 #include "client_options.h"
 #include "env.h"
+#include "net_faults.h"
 #include "redis_cluster.h"
 #include "streamlock/client.h"
 #include "streamlock/error.h"
@@ -686,4 +687,228 @@ TEST_CASE("a cluster behind a password: every node authenticates, and the passwo
     INFO(message);
     CHECK(message.find(password) == std::string::npos);
   }
+}
+
+// --- Faults found by an adversarial review -----------------------------------------------------------
+
+namespace {
+
+// The calls of one command that a node refused before running them (a redirect, CLUSTERDOWN), from
+// INFO commandstats' rejected_calls.
+long long rejectedCalls(test::ClusterView& view, int port, const std::string& command) {
+  const std::string all = text(view.command(port, {"INFO", "commandstats"}).get());
+  const std::string head = "cmdstat_" + command + ":";
+  const auto line = all.find(head);
+  if (line == std::string::npos) return 0;
+  const auto at = all.find("rejected_calls=", line);
+  const auto end = all.find('\n', line);
+  if (at == std::string::npos || at > end) return 0;
+  return std::stoll(all.substr(at + std::string("rejected_calls=").size()));
+}
+
+}  // namespace
+
+TEST_CASE("a hung master does not make the locks held on the other masters lost") {
+  test::Watchdog watchdog("heartbeats beside a hung master", 120s);
+  // cluster-node-timeout 60 s: nothing fails over while a master is paused.
+  test::RedisCluster cluster(test::RedisCluster::Settings{60000, {}, {}});
+  auto& view = cluster.view();
+  test::CapturedLog log;
+  auto options = test::clientOptions(cluster.url(), log);
+  options.lock.ttl = Seconds{3};  // extends every 1 s, retried after 250 ms; ownership window 2 s
+  const int healthy = view.masterPorts()[0];
+  const int hung = view.masterPorts()[1];
+  Client client(options);
+  LossRecorder losses;
+
+  // Four chats on each of the two masters, acquired at the same moment (completion form), so that
+  // their extends fall due together: one batch, one pipeline per node.
+  struct Held {
+    int master;
+    std::string chat, stream;
+    std::optional<streamlock::StreamLock> lock;
+    streamlock::Heartbeat heartbeat;
+  };
+  std::vector<Held> held;
+  for (const int master : {healthy, hung}) {
+    for (unsigned offset = 10; offset < 14; ++offset) {
+      held.push_back(Held{master, chatOnMaster(view, options, master, offset, "beside"), "stream-" + test::uniqueId(),
+                          std::nullopt, {}});
+    }
+  }
+  REQUIRE(client.getActiveChatStreamIds({held.front().chat, held.back().chat}).status == LookupStatus::Verified);
+  std::mutex mutex;
+  std::vector<std::optional<streamlock::AcquireResult>> results(held.size());
+  std::atomic<std::size_t> answered{0};
+  for (std::size_t i = 0; i < held.size(); ++i) {
+    client.acquireStreamLock(held[i].chat, held[i].stream, Milliseconds{0},
+                             [&, i](streamlock::AcquireResult result) {
+                               const std::lock_guard<std::mutex> guard(mutex);
+                               results[i] = std::move(result);
+                               ++answered;
+                             });
+  }
+  REQUIRE(test::waitUntil([&] { return answered == held.size(); }, 10s));
+  for (std::size_t i = 0; i < held.size(); ++i) {
+    const std::lock_guard<std::mutex> guard(mutex);
+    REQUIRE(results[i]->ok());
+    REQUIRE(results[i]->value().has_value());
+    held[i].lock = std::move(*results[i]->value());
+    held[i].heartbeat = held[i].lock->startHeartbeat(losses.callback());
+  }
+  // Every lock extended once while every master answers.
+  REQUIRE(test::waitUntil([&] { return client.counters().heartbeatsExtended >= held.size(); }, 5s));
+
+  cluster.pause(hung);
+  const auto pausedAt = Clock::now();
+  // The locks on the paused master are reported lost within the ownership window (2 s) of their
+  // last extend: that is right, they cannot be extended.
+  const bool hungLost = test::waitUntil([&] { return losses.chats().size() >= 4; }, 5s);
+  // The locks on the healthy master are extended all along: three more rounds of them, and never lost.
+  const auto extendedAtPause = client.counters().heartbeatsExtended;
+  const bool healthyExtended =
+      test::waitUntil([&] { return client.counters().heartbeatsExtended >= extendedAtPause + 3 * 4; }, 6s);
+  const auto lost = losses.chats();
+  cluster.resume(hung);
+  std::printf("paused %lld ms: %zu locks reported lost, %llu extends since the pause\n",
+              static_cast<long long>(test::elapsedSince(pausedAt).count()), lost.size(),
+              static_cast<unsigned long long>(client.counters().heartbeatsExtended - extendedAtPause));
+  CHECK(hungLost);
+  CHECK(healthyExtended);
+  for (const auto& h : held) {
+    if (h.master != healthy) continue;
+    INFO("chat " << h.chat << " on the healthy master " << h.master);
+    CHECK(std::find(lost.begin(), lost.end(), h.chat) == lost.end());
+    CHECK(h.heartbeat.running());
+    CHECK_FALSE(h.heartbeat.ownershipLost());
+    CHECK(text(view.command(healthy, {"GET", test::lockKey(options, h.chat)}).get()) == h.stream);
+  }
+}
+
+TEST_CASE("an acquire that times out while its slot is down leaves no lock behind") {
+  test::Watchdog watchdog("acquire during CLUSTERDOWN", 120s);
+  test::RedisCluster cluster;
+  auto& view = cluster.view();
+  test::CapturedLog log;
+  auto options = test::clientOptions(cluster.url(), log);
+  // After each CLUSTERDOWN the SET is sent again after 10, 20, 40, 80, 100 ms: at about 0, 10, 30,
+  // 70 and 150 ms; the sixth send (250 ms) is moved to the deadline, 240 ms.
+  options.redis.commandTimeout = Milliseconds{240};
+  const auto ports = cluster.ports();
+  int master = 0;
+  for (const int port : view.masterPorts()) {
+    if (port != ports.front()) master = port;  // not the seed asked first for CLUSTER SLOTS
+  }
+  REQUIRE(master != 0);
+  const std::string chat = chatOnMaster(view, options, master, 21, "down");
+  const std::string key = test::lockKey(options, chat);
+  const std::string slot = std::to_string(test::keySlot(key));
+  const std::string stream = "stream-" + test::uniqueId();
+  Client client(options);
+  {
+    // The slot map known and the master's connection open.
+    auto warm = client.acquireStreamLock(chatOnMaster(view, options, master, 22, "warm"), "warm-" + stream);
+    REQUIRE(warm.has_value());
+    REQUIRE(warm->release() == ReleaseOutcome::Released);
+  }
+  const long long rejectedBefore = rejectedCalls(view, master, "set");
+  // The master gives the slot up: every command there answers CLUSTERDOWN.
+  view.command(master, {"CLUSTER", "DELSLOTS", slot});
+
+  std::mutex mutex;
+  std::optional<streamlock::AcquireResult> result;
+  const auto start = Clock::now();
+  client.acquireStreamLock(chat, stream, Milliseconds{0}, [&](streamlock::AcquireResult r) {
+    const std::lock_guard<std::mutex> guard(mutex);
+    result = std::move(r);
+  });
+  // Five SETs refused: the slot comes back before the last resend, which is due at the deadline.
+  const bool refused = test::waitUntil([&] { return rejectedCalls(view, master, "set") - rejectedBefore >= 5; }, 2s, 1ms);
+  view.command(master, {"CLUSTER", "ADDSLOTS", slot});
+  const auto restoredAfter = test::elapsedSince(start);
+  REQUIRE(refused);
+  REQUIRE(test::waitUntil([&] {
+    const std::lock_guard<std::mutex> guard(mutex);
+    return result.has_value();
+  }, 5s));
+  bool failed = false;
+  {
+    const std::lock_guard<std::mutex> guard(mutex);
+    failed = !result->ok();
+    if (failed) std::printf("acquire failed: %s\n", result->error()->what());
+  }
+  std::printf("slot given back %lld ms after the acquire began; SETs refused: %lld\n",
+              static_cast<long long>(restoredAfter.count()), rejectedCalls(view, master, "set") - rejectedBefore);
+  if (!failed) return;  // it took the lock after all: nothing to check (timing)
+  // The acquire failed: this stream must not hold the lock (the cleanup runs within 2 s).
+  const bool gone = test::waitUntil([&] { return view.get(key) != std::optional<std::string>(stream); }, 3s);
+  if (!gone) std::printf("the failed acquire left its lock behind, pttl %lld ms\n", view.pttl(key));
+  CHECK(gone);
+}
+
+TEST_CASE("a first seed that accepts TCP and never answers does not fail the first calls") {
+  test::Watchdog watchdog("a silent first seed", 60s);
+  test::SilentListener silent(test::SilentListener::Mode::Accept);
+  test::CapturedLog log;
+  auto options = test::clientOptions(test::clusterUrl(), log);
+  const std::string live = test::clusterUrl().substr(std::string("redis-cluster://").size());
+  options.redis.url = "redis-cluster://127.0.0.1:" + std::to_string(silent.port()) + "," + live;
+  Client client(options);
+  const std::string chat = "silent-seed-" + test::uniqueId();
+  const auto start = Clock::now();
+  std::optional<streamlock::StreamLock> lock;
+  std::string error;
+  try {
+    lock = client.acquireStreamLock(chat, "stream-1");
+  } catch (const std::exception& e) {
+    error = e.what();
+  }
+  std::printf("first acquire with a silent first seed: %s after %lld ms\n", error.empty() ? "ok" : error.c_str(),
+              static_cast<long long>(test::elapsedSince(start).count()));
+  CHECK(error.empty());
+  CHECK(lock.has_value());
+}
+
+TEST_CASE("a CLUSTERDOWN shorter than the lookup deadline is retried within it") {
+  test::Watchdog watchdog("lookup during CLUSTERDOWN", 120s);
+  test::RedisCluster cluster;
+  auto& view = cluster.view();
+  test::CapturedLog log;
+  auto options = test::clientOptions(cluster.url(), log);
+  options.redis.lookupDeadline = Milliseconds{1500};
+  options.breaker.failureThreshold = 0;
+  const auto ports = cluster.ports();
+  int master = 0;
+  for (const int port : view.masterPorts()) {
+    if (port != ports.front()) master = port;
+  }
+  const std::string chat = chatOnMaster(view, options, master, 31, "downlookup");
+  const std::string key = test::lockKey(options, chat);
+  const std::string slot = std::to_string(test::keySlot(key));
+  view.set(key, "owner-stream");
+  Client client(options);
+  REQUIRE(client.getActiveChatStreamIds({chat}).status == LookupStatus::Verified);
+  const long long rejectedBefore = rejectedCalls(view, master, "get");
+  view.command(master, {"CLUSTER", "DELSLOTS", slot});
+  std::mutex mutex;
+  std::optional<streamlock::ActiveStreams> result;
+  const auto start = Clock::now();
+  client.getActiveChatStreamIds({chat}, [&](streamlock::ActiveStreams r) {
+    const std::lock_guard<std::mutex> guard(mutex);
+    result = std::move(r);
+  });
+  // Down for about 400 ms (well within the 1.5 s deadline), then back.
+  const bool refused = test::waitUntil([&] { return test::elapsedSince(start) >= 400ms; }, 2s, 1ms);
+  view.command(master, {"CLUSTER", "ADDSLOTS", slot});
+  REQUIRE(refused);
+  REQUIRE(test::waitUntil([&] {
+    const std::lock_guard<std::mutex> guard(mutex);
+    return result.has_value();
+  }, 5s));
+  const auto took = test::elapsedSince(start);
+  std::printf("lookup during a 400 ms CLUSTERDOWN: %s after %lld ms, %lld GETs refused\n",
+              result->status == LookupStatus::Verified ? "verified" : "unknown", static_cast<long long>(took.count()),
+              rejectedCalls(view, master, "get") - rejectedBefore);
+  CHECK(result->status == LookupStatus::Verified);
+  CHECK(took < options.redis.lookupDeadline + 500ms);
 }

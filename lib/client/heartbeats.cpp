@@ -81,13 +81,20 @@ void ClientCore::extendDue() {
   for (const auto& entry : due) {
     args.push_back({entry->key, entry->streamId, ttl});
   }
+  // Each lock's extend is its own request, settled on its own: a hung node delays (and fails) only
+  // the extends of the locks it holds, never those of locks on other nodes. The requests queued
+  // for one node in this loop iteration still go out in one write (one pipeline per node).
   struct Batch {
     std::vector<std::shared_ptr<HeartbeatEntry>> entries;
-    bool finished = false;
+    std::vector<bool> settled;
+    std::size_t pending = 0;
+    bool errorReported = false;
     Loop::TimerId timer = 0;
   };
   auto batch = std::make_shared<Batch>();
   batch->entries = std::move(due);
+  batch->settled.assign(batch->entries.size(), false);
+  batch->pending = batch->entries.size();
 
   // An extend that failed (error or deadline) is retried soon; the loss timer keeps running.
   auto failed = [this](const std::shared_ptr<HeartbeatEntry>& entry) {
@@ -95,21 +102,25 @@ void ClientCore::extendDue() {
     scheduleHeartbeat(entry, saturatingAdd(Clock::now(), timing_.retryDelay));
   };
   const Deadline deadline = saturatingAdd(sentAt, options_.redis.commandTimeout);
-  evalScripts(protocol::kExtendScript, extendSha_, std::move(args), deadline,
-              [this, batch, sentAt, failed](std::vector<CommandOutcome> outcomes) {
-    if (batch->finished) return;
-    batch->finished = true;
-    loop_.cancel(batch->timer);
-    const Error* connectionError = nullptr;
-    for (std::size_t i = 0; i < batch->entries.size(); ++i) {
+  for (std::size_t i = 0; i < batch->entries.size(); ++i) {
+    evalScripts(protocol::kExtendScript, extendSha_, {std::move(args[i])}, deadline,
+                [this, batch, i, sentAt, failed](std::vector<CommandOutcome> outcomes) {
+      if (batch->settled[i]) return;
+      batch->settled[i] = true;
+      if (--batch->pending == 0) loop_.cancel(batch->timer);
       const auto& entry = batch->entries[i];
-      const CommandOutcome& outcome = outcomes[i];
-      if (outcome.error && !connectionError) connectionError = &*outcome.error;
-      if (entry->stopped) continue;
+      const CommandOutcome& outcome = outcomes.front();
       if (outcome.error) {
-        failed(entry);
-        continue;
+        if (!batch->errorReported) {
+          batch->errorReported = true;
+          countRedisFailure(*outcome.error);
+          log(LogLevel::Warning, "heartbeat of chat {} failed (retrying soon): {}", entry->chatId,
+              outcome.error->what());
+        }
+        if (!entry->stopped) failed(entry);
+        return;
       }
+      if (entry->stopped) return;
       const ReplyValue* reply = outcome.reply.get();
       if (isIntegerOne(reply)) {
         bump(counters_.heartbeatsExtended);
@@ -123,23 +134,24 @@ void ClientCore::extendDue() {
             std::string(replyText(reply)));
         failed(entry);
       }
+    });
+  }
+  if (batch->pending == 0) return;
+  batch->timer = loop_.at(deadline, [this, batch, failed] {
+    batch->timer = 0;
+    std::size_t late = 0;
+    for (std::size_t i = 0; i < batch->entries.size(); ++i) {
+      if (batch->settled[i]) continue;
+      batch->settled[i] = true;
+      ++late;
+      if (!batch->entries[i]->stopped) failed(batch->entries[i]);
     }
-    if (connectionError) {
-      countRedisFailure(*connectionError);
-      log(LogLevel::Warning, "heartbeat of {} stream locks failed (retrying soon): {}", batch->entries.size(),
-          connectionError->what());
-    }
-  });
-  batch->timer = loop_.at(saturatingAdd(sentAt, options_.redis.commandTimeout), [this, batch, failed] {
-    if (batch->finished) return;
-    batch->finished = true;
+    batch->pending = 0;
+    if (late == 0) return;
     redis().suspect();
     countRedisFailure(Error(ErrorCode::Timeout, "heartbeat timed out"));
-    log(LogLevel::Warning, "heartbeat of {} stream locks timed out after {} ms (retrying soon)", batch->entries.size(),
+    log(LogLevel::Warning, "heartbeat of {} stream locks timed out after {} ms (retrying soon)", late,
         options_.redis.commandTimeout.count());
-    for (const auto& entry : batch->entries) {
-      if (!entry->stopped) failed(entry);
-    }
   });
 }
 

@@ -18,6 +18,9 @@ namespace {
 
 constexpr std::size_t kSlots = 16384;
 constexpr int kMaxRedirects = 5;
+// TRYAGAIN and CLUSTERDOWN are retried until the caller's deadline; this only bounds the callers
+// without one (an orphan cleanup retries on its own): about 10 s of 100 ms backoffs.
+constexpr int kMaxRetries = 100;
 
 // CRC16-XMODEM (polynomial 0x1021, initial value 0), the checksum Redis Cluster hashes keys with.
 constexpr std::array<std::uint16_t, 256> crcTable() {
@@ -182,7 +185,8 @@ class ClusterTopology final : public RedisTopology {
     std::vector<KeyedCommand> commands;
     std::vector<CommandOutcome> outcomes;
     std::vector<bool> settled;
-    std::vector<int> redirects;
+    std::vector<int> redirects;  // MOVED and ASK followed
+    std::vector<int> retries;    // TRYAGAIN and CLUSTERDOWN waited out
     std::size_t pending = 0;
     std::size_t sends = 0;
     Deadline deadline;
@@ -219,6 +223,7 @@ class ClusterTopology final : public RedisTopology {
     execution->outcomes.resize(commands.size());
     execution->settled.assign(commands.size(), false);
     execution->redirects.assign(commands.size(), 0);
+    execution->retries.assign(commands.size(), 0);
     execution->pending = commands.size();
     execution->commands = std::move(commands);
     execution->deadline = deadline;
@@ -277,8 +282,10 @@ class ClusterTopology final : public RedisTopology {
       const std::size_t i = indices[k];
       Reply& reply = replies[k * perCommand + perCommand - 1];
       const Redirect redirect = redirectOf(reply.get());
+      const bool retry = redirect.kind == Redirect::Kind::TryAgain;
       if (redirect.kind == Redirect::Kind::None || (wasAsking && redirect.kind == Redirect::Kind::Ask) ||
-          ++execution->redirects[i] > kMaxRedirects || Clock::now() >= execution->deadline) {
+          (retry ? ++execution->retries[i] > kMaxRetries : ++execution->redirects[i] > kMaxRedirects) ||
+          Clock::now() >= execution->deadline) {
         if (redirect.kind == Redirect::Kind::None || (wasAsking && redirect.kind == Redirect::Kind::Ask)) {
           settle(execution, i, CommandOutcome{std::move(reply), std::nullopt, true});
         } else {
@@ -307,11 +314,23 @@ class ClusterTopology final : public RedisTopology {
     if (!again.empty()) {
       // A slot in migration (TRYAGAIN) or a cluster without a quorum for now (CLUSTERDOWN).
       refresh();
-      const int attempt = execution->redirects[again.front()];
+      const int attempt = execution->retries[again.front()];
       const auto backoff = std::chrono::milliseconds{std::min(100, 5 << std::min(attempt, 5))};
       std::weak_ptr<bool> alive = alive_;
       loop_.at(std::min(Clock::now() + backoff, execution->deadline), [this, alive, execution, again] {
         if (alive.expired()) return;
+        // Never sent again once the deadline has passed: the caller gave up at the deadline, and
+        // what it queued then (a failed acquire's cleanup, right behind where its SET would be)
+        // must not be overtaken by the command it gave up on.
+        if (Clock::now() >= execution->deadline) {
+          for (std::size_t i : again) {
+            settle(execution, i,
+                   CommandOutcome{{}, Error(ErrorCode::Timeout, "Redis Cluster was down (CLUSTERDOWN or TRYAGAIN) "
+                                                                "until the deadline"),
+                                  false});
+          }
+          return;
+        }
         dispatch(execution, again);
       });
     }
@@ -343,44 +362,90 @@ class ClusterTopology final : public RedisTopology {
   }
 
   // Reloads the map from the first node that answers CLUSTER SLOTS: the seeds, then the others.
+  // A node that has not answered within the connect timeout is not waited for: the next one is
+  // asked too (the earlier ones may still answer), so that a seed that accepts TCP and never
+  // answers delays the map by a connect timeout, not by a whole command timeout.
   void refresh() {
     if (refreshing_ || closed_) return;
     refreshing_ = true;
+    ++refreshToken_;
     candidates_.clear();
+    nextCandidate_ = 0;
+    outstanding_ = 0;
+    lastError_ = "no node of the cluster answered CLUSTER SLOTS";
     for (const auto& seed : settings_.url.endpoints) candidates_.emplace_back(seed.host, seed.port);
     for (const auto& [name, known] : nodes_) candidates_.emplace_back(known->host, known->port);
-    askForSlots(0, fmt::format("no node of the cluster answered CLUSTER SLOTS"));
+    askNextForSlots();
   }
 
-  void askForSlots(std::size_t attempt, std::string lastError) {
-    if (closed_) return;
-    if (attempt >= candidates_.size()) {
-      refreshing_ = false;
-      if (!mapKnown_) releaseWaiting(Error(ErrorCode::ConnectFailed, "Redis Cluster: " + lastError));
+  void askNextForSlots() {
+    if (closed_ || !refreshing_) return;
+    loop_.cancel(refreshTimer_);
+    refreshTimer_ = 0;
+    if (nextCandidate_ >= candidates_.size()) {
+      if (outstanding_ == 0) return refreshFailed();
+      // The last ones asked may still answer, within a command timeout.
+      std::weak_ptr<bool> alive = alive_;
+      const std::uint64_t token = refreshToken_;
+      refreshTimer_ = loop_.at(saturatingAdd(Clock::now(), settings_.options.commandTimeout), [this, alive, token] {
+        if (alive.expired() || token != refreshToken_ || !refreshing_) return;
+        refreshTimer_ = 0;
+        lastError_ = "CLUSTER SLOTS timed out";
+        refreshFailed();
+      });
       return;
     }
+    const std::size_t attempt = nextCandidate_++;
     Node& asked = node(candidates_[attempt].first, candidates_[attempt].second);
-    const std::uint64_t token = ++refreshToken_;
+    const std::uint64_t token = refreshToken_;
+    ++outstanding_;
     std::string resp;
     appendCommand(resp, {"CLUSTER", "SLOTS"});
     std::weak_ptr<bool> alive = alive_;
     const std::string host = asked.host;
     asked.connection->send(resp, 1, [this, alive, attempt, token, host](RedisOutcome outcome) {
-      if (alive.expired() || token != refreshToken_) return;  // timed out and moved on
-      loop_.cancel(refreshTimer_);
-      if (outcome.error) return askForSlots(attempt + 1, outcome.error->what());
-      const ReplyValue* reply = outcome.replies.front().get();
-      if (isErrorReply(reply)) return askForSlots(attempt + 1, std::string(replyText(reply)));
-      if (!applySlots(reply, host)) return askForSlots(attempt + 1, "a malformed CLUSTER SLOTS reply");
-      mapKnown_ = true;
-      refreshing_ = false;
-      releaseWaiting(std::nullopt);
+      if (alive.expired() || token != refreshToken_ || !refreshing_) return;  // that refresh ended
+      --outstanding_;
+      std::string error;
+      if (outcome.error) {
+        error = outcome.error->what();
+      } else if (isErrorReply(outcome.replies.front().get())) {
+        error = std::string(replyText(outcome.replies.front().get()));
+      } else if (!applySlots(outcome.replies.front().get(), host)) {
+        error = "a malformed CLUSTER SLOTS reply";
+      }
+      if (error.empty()) {
+        loop_.cancel(refreshTimer_);
+        refreshTimer_ = 0;
+        ++refreshToken_;
+        mapKnown_ = true;
+        refreshing_ = false;
+        releaseWaiting(std::nullopt);
+        return;
+      }
+      lastError_ = std::move(error);
+      // The newest one failed: the next at once. An older one failed: the newest is still waited for.
+      if (attempt + 1 == nextCandidate_) {
+        askNextForSlots();
+      } else if (nextCandidate_ >= candidates_.size() && outstanding_ == 0) {
+        refreshFailed();
+      }
     });
-    refreshTimer_ = loop_.at(saturatingAdd(Clock::now(), settings_.options.commandTimeout), [this, alive, attempt] {
-      if (alive.expired()) return;
-      ++refreshToken_;
-      askForSlots(attempt + 1, "CLUSTER SLOTS timed out");
+    const std::uint64_t asking = nextCandidate_;
+    const auto patience = std::min(settings_.options.commandTimeout, settings_.options.connectTimeout);
+    refreshTimer_ = loop_.at(saturatingAdd(Clock::now(), patience), [this, alive, token, asking] {
+      if (alive.expired() || token != refreshToken_ || !refreshing_ || asking != nextCandidate_) return;
+      refreshTimer_ = 0;
+      askNextForSlots();
     });
+  }
+
+  void refreshFailed() {
+    loop_.cancel(refreshTimer_);
+    refreshTimer_ = 0;
+    ++refreshToken_;
+    refreshing_ = false;
+    if (!mapKnown_) releaseWaiting(Error(ErrorCode::ConnectFailed, "Redis Cluster: " + lastError_));
   }
 
   // Entries [start, end, [ip, port, id, ...], replicas...]; an empty ip means the node asked.
@@ -418,6 +483,9 @@ class ClusterTopology final : public RedisTopology {
   bool refreshing_ = false;
   bool closed_ = false;
   std::vector<std::pair<std::string, int>> candidates_;
+  std::size_t nextCandidate_ = 0;  // of candidates_, the next to ask
+  std::size_t outstanding_ = 0;    // asked, not answered yet
+  std::string lastError_;
   std::uint64_t refreshToken_ = 0;
   Loop::TimerId refreshTimer_ = 0;
   std::vector<std::function<void(std::optional<Error>)>> waiting_;
