@@ -1,6 +1,9 @@
 # Finds streamlock's C and C++ dependencies as imported targets. Shared by the build and by the
 # installed package config, so that a consumer of a static streamlock finds the same libraries.
-include_guard(GLOBAL)
+# Guarded per directory, not globally: the imported targets defined here are visible only in the
+# directory that made them, so a consumer that calls find_package(streamlock) in two sibling
+# directories needs them made in each (the if(NOT TARGET) checks skip what is already visible).
+include_guard(DIRECTORY)
 
 find_package(PkgConfig REQUIRED QUIET)
 

@@ -13,6 +13,7 @@
 #include <atomic>
 #include <chrono>
 #include <fstream>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -616,4 +617,179 @@ TEST_CASE("contexts made and used on several threads at once") {
   CHECK(unexpected.empty());
   CHECK(pongs == 6);
   CHECK(refusals == 6);
+}
+
+// --- Host checks, certificates, protocol versions, hostile peers ---------------------------------
+
+namespace {
+
+// An `openssl s_server -www` on a free port serving cert (one connection at a time), waited for.
+struct SServer {
+  int port = test::closedPort();
+  std::unique_ptr<test::BackgroundProcess> process;
+  SServer(const test::CertAndKey& cert, std::vector<std::string> extra = {}) {
+    std::vector<std::string> argv{"openssl", "s_server", "-accept", "127.0.0.1:" + std::to_string(port), "-cert",
+                                  cert.certFile, "-key", cert.keyFile, "-www"};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    process = std::make_unique<test::BackgroundProcess>(argv);
+    REQUIRE(test::waitUntil([&] { return !process->running() || accepts(port); }));
+    REQUIRE(process->running());
+  }
+};
+
+// A loopback listener run by a thread: `serve` gets each accepted socket (blocking) and owns it.
+// With accept=false it listens and never accepts: the kernel completes every TCP connect, and
+// nothing ever answers.
+class RawListener {
+ public:
+  RawListener(bool accept, std::function<void(int)> serve) {
+    fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    REQUIRE(::bind(fd_, reinterpret_cast<const sockaddr*>(&address), sizeof address) == 0);
+    socklen_t length = sizeof address;
+    REQUIRE(::getsockname(fd_, reinterpret_cast<sockaddr*>(&address), &length) == 0);
+    port_ = ntohs(address.sin_port);
+    REQUIRE(::listen(fd_, 16) == 0);
+    if (accept) {
+      thread_ = std::thread([this, serve] {
+        for (;;) {
+          const int client = ::accept(fd_, nullptr, nullptr);
+          if (client < 0) return;
+          serve(client);
+        }
+      });
+    }
+  }
+  ~RawListener() {
+    ::shutdown(fd_, SHUT_RDWR);
+    if (thread_.joinable()) thread_.join();
+    ::close(fd_);
+  }
+  int port() const { return port_; }
+
+ private:
+  int fd_ = -1;
+  int port_ = 0;
+  std::thread thread_;
+};
+
+std::string handshakeFailure(int port, const std::shared_ptr<TlsContext>& tls, const std::string& serverName) {
+  const Error error = openError("127.0.0.1", port, tls, serverName);
+  CHECK(error.code() == ErrorCode::ConnectFailed);
+  return error.what();
+}
+
+}  // namespace
+
+TEST_CASE("a DNS name is checked against DNS SANs only, never against the CN") {
+  test::TlsCertificates certs;  // private: its "localhost" certificate is replaced below
+  const auto tls = context(certs.caFile());
+  SECTION("CN=localhost and no SAN at all") {
+    SServer server(certs.issue("localhost", "", "serverAuth"));
+    const std::string what = handshakeFailure(server.port, tls, "localhost");
+    CHECK_THAT(what, Catch::Contains("certificate verify failed: hostname mismatch"));
+  }
+  SECTION("CN=localhost and only an IP SAN") {
+    SServer server(certs.issue("localhost", "IP:127.0.0.1", "serverAuth"));
+    const std::string what = handshakeFailure(server.port, tls, "localhost");
+    CHECK_THAT(what, Catch::Contains("certificate verify failed: hostname mismatch"));
+  }
+}
+
+TEST_CASE("an IP literal is checked against IP SANs only, never a CN or a DNS SAN spelled as the IP") {
+  test::TlsCertificates certs;
+  const auto tls = context(certs.caFile());
+  SECTION("CN=127.0.0.1, no SAN") {
+    SServer server(certs.issue("127.0.0.1", "", "serverAuth"));
+    CHECK_THAT(handshakeFailure(server.port, tls, "127.0.0.1"), Catch::Contains("IP address mismatch"));
+  }
+  SECTION("DNS SAN 127.0.0.1") {
+    SServer server(certs.issue("ip-as-dns", "DNS:127.0.0.1", "serverAuth"));
+    CHECK_THAT(handshakeFailure(server.port, tls, "127.0.0.1"), Catch::Contains("IP address mismatch"));
+  }
+}
+
+TEST_CASE("wildcard certificates match one whole left-most label only") {
+  test::TlsCertificates certs;
+  const auto tls = context(certs.caFile());
+  {
+    SServer server(certs.issue("wild", "DNS:*.example.test", "serverAuth"));
+    CHECK(openStream("127.0.0.1", server.port, tls, "a.example.test", in(10s))->open());
+    CHECK_THAT(handshakeFailure(server.port, tls, "example.test"), Catch::Contains("hostname mismatch"));
+    CHECK_THAT(handshakeFailure(server.port, tls, "a.b.example.test"), Catch::Contains("hostname mismatch"));
+    CHECK_THAT(handshakeFailure(server.port, tls, "127.0.0.1"), Catch::Contains("IP address mismatch"));
+  }
+  {
+    SServer server(certs.issue("partial", "DNS:a*.example.test", "serverAuth"));
+    CHECK_THAT(handshakeFailure(server.port, tls, "ab.example.test"), Catch::Contains("hostname mismatch"));
+  }
+  {
+    SServer server(certs.issue("tld", "DNS:*.test", "serverAuth"));
+    CHECK_THAT(handshakeFailure(server.port, tls, "example.test"), Catch::Contains("hostname mismatch"));
+  }
+}
+
+TEST_CASE("an expired certificate is refused with OpenSSL's text") {
+  test::TlsCertificates certs;
+  const test::CertAndKey expired = certs.issue("expired", "DNS:localhost, IP:127.0.0.1", "serverAuth");
+  const std::string stem = certs.dir() + "/expired";
+  const auto signedAgain = test::runProcess({"openssl", "x509", "-req", "-in", stem + ".csr", "-CA", certs.caFile(),
+                                             "-CAkey", certs.dir() + "/ca.key", "-set_serial", "0x77", "-days", "-1",
+                                             "-extfile", stem + ".ext", "-out", expired.certFile},
+                                            30s);
+  REQUIRE(signedAgain.exitCode == 0);
+  SServer server(expired);
+  const auto tls = context(certs.caFile());
+  CHECK_THAT(handshakeFailure(server.port, tls, "127.0.0.1"), Catch::Contains("certificate verify failed: certificate has expired"));
+  CHECK_THAT(handshakeFailure(server.port, tls, "localhost"), Catch::Contains("certificate verify failed: certificate has expired"));
+}
+
+TEST_CASE("a TLS 1.1-only server is refused") {
+  const auto& certs = test::testCertificates();
+  SServer server(certs.server(), {"-tls1_1", "-cipher", "DEFAULT:@SECLEVEL=0"});
+  const std::string what = handshakeFailure(server.port, context(certs.caFile()), "127.0.0.1");
+  INFO(what);
+  CHECK_THAT(what, Catch::StartsWith("TLS handshake with 127.0.0.1:" + std::to_string(server.port) + " failed: "));
+}
+
+TEST_CASE("a peer that answers the ClientHello with garbage, or with nothing, or closes") {
+  const auto& certs = test::testCertificates();
+  const auto tls = context(certs.caFile());
+  SECTION("garbage") {
+    RawListener peer(true, [](int fd) {
+      char buffer[4096];
+      (void)::recv(fd, buffer, sizeof buffer, 0);
+      const std::string garbage = "-ERR this is not TLS at all\r\nHTTP/1.1 400 Bad Request\r\n\r\n";
+      (void)::send(fd, garbage.data(), garbage.size(), MSG_NOSIGNAL);
+      std::this_thread::sleep_for(3s);
+      ::close(fd);
+    });
+    const auto started = Clock::now();
+    const std::string what = handshakeFailure(peer.port(), tls, "127.0.0.1");
+    INFO(what);
+    CHECK(test::elapsedSince(started) < 2s);
+    CHECK_THAT(what, Catch::StartsWith("TLS handshake with 127.0.0.1:" + std::to_string(peer.port()) + " failed: "));
+  }
+  SECTION("a record header announcing a huge record, then silence") {
+    RawListener peer(true, [](int fd) {
+      char buffer[4096];
+      (void)::recv(fd, buffer, sizeof buffer, 0);
+      const char header[] = {0x16, 0x03, 0x03, 0x3f, 0x00};
+      (void)::send(fd, header, sizeof header, MSG_NOSIGNAL);
+      std::this_thread::sleep_for(1s);
+      ::close(fd);
+    });
+    const std::string what = handshakeFailure(peer.port(), tls, "127.0.0.1");
+    INFO(what);
+    CHECK(ERR_peek_error() == 0);
+  }
+  SECTION("closes at once") {
+    RawListener peer(true, [](int fd) { ::close(fd); });
+    const std::string what = handshakeFailure(peer.port(), tls, "127.0.0.1");
+    CHECK_THAT(what, Catch::Contains("failed: "));
+    INFO(what);
+    CHECK(ERR_peek_error() == 0);
+  }
 }

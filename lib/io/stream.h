@@ -79,6 +79,8 @@ class Stream {
   int fd() const noexcept { return fd_; }
   const std::string& peer() const noexcept { return peer_; }
   bool open() const noexcept { return state_ == State::Open; }
+  // While connecting: whether the TCP connect is done and the TLS handshake under way.
+  bool handshaking() const noexcept { return state_ == State::Handshaking; }
 
   // The events to wait for now: while connecting, what the connect or handshake needs; once open,
   // kRead always, plus kWrite while write() was left with unsent bytes (or TLS needs it).

@@ -354,7 +354,9 @@ std::unique_ptr<TlsState, TlsStateDeleter> tlsBegin(const TlsContext& context, i
         fail("cannot check the certificate against " + serverName);
       }
     } else {
-      SSL_set_hostflags(tls->ssl, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+      // DNS SANs only: never the subject's CN, which OpenSSL would otherwise check when the
+      // certificate has no DNS SAN (a CN-only certificate, or one with IP SANs alone).
+      SSL_set_hostflags(tls->ssl, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS | X509_CHECK_FLAG_NEVER_CHECK_SUBJECT);
       if (SSL_set1_host(tls->ssl, serverName.c_str()) != 1) fail("cannot check the certificate against " + serverName);
     }
   }

@@ -63,7 +63,15 @@ void RedisConnection::connect() {
   connectTimer_ = loop_.at(saturatingAdd(Clock::now(), settings_.connectTimeout), [this, alive] {
     if (alive.expired()) return;
     connectTimer_ = 0;
-    close(Error(ErrorCode::Timeout, "connecting to Redis at " + name_ + " timed out (" + lastConnectError_ + ")"));
+    // What was still under way says more than the last address's failure (or "no address").
+    std::string stage = lastConnectError_;
+    if (stream_) {
+      stage = (stream_->handshaking() ? "the TLS handshake with " : "the TCP connect to ") + stream_->peer() +
+              " did not finish";
+    }
+    Error error(ErrorCode::Timeout, "connecting to Redis at " + name_ + " timed out (" + stage + ")");
+    if (stream_ && stream_->handshaking()) logHandshakeFailure(error.what(), false);
+    close(error);
   });
   try {
     addresses_ = resolve(settings_.host, settings_.port);
@@ -208,12 +216,25 @@ void RedisConnection::onIo(std::uint32_t events) {
     if (state_ == State::Connecting) {
       // This address failed: the next one, within the same connect deadline.
       lastConnectError_ = e.what();
+      if (stream_->handshaking()) logHandshakeFailure(lastConnectError_, true);
       loop_.unwatch(stream_->fd());
       stream_.reset();
       tryNextAddress();
       return;
     }
     close(e);
+  }
+}
+
+// A failed TLS handshake (OpenSSL's reason, or its deadline) is logged for every caller, the
+// writer's included, which otherwise only the caller would see. (A refused or timed-out TCP connect
+// is not: the read path logs its unknown answers already, and the writer gets the error.)
+void RedisConnection::logHandshakeFailure(const std::string& what, bool prefixed) noexcept {
+  if (!settings_.logger) return;
+  try {
+    settings_.logger(LogLevel::Warning, prefixed ? "connecting to Redis at " + name_ + " failed: " + what : what);
+  } catch (...) {
+    // A logger that throws must not take the loop down.
   }
 }
 

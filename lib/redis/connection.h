@@ -17,6 +17,7 @@
 #include "io/stream.h"
 #include "redis/resp.h"
 #include "streamlock/error.h"
+#include "streamlock/log.h"
 
 namespace streamlock::detail {
 
@@ -37,6 +38,7 @@ struct RedisServerSettings {
   std::shared_ptr<TlsContext> tls;  // null: plaintext
   std::chrono::milliseconds connectTimeout{250};  // TCP, TLS handshake, AUTH and SELECT, all addresses
   std::shared_ptr<RedisGauges> gauges;            // optional
+  Logger logger;  // optional: a connect that fails (TCP, TLS handshake, timeout) is logged at warning
 };
 
 // What a request got: every reply, or the error that ended the connection first.
@@ -133,6 +135,7 @@ class RedisConnection final : public IoHandler {
   void scheduleFlush();
   void readReplies();
   // Tells the reader where the next reply goes when it answers an MGET of a lookup.
+  void logHandshakeFailure(const std::string& what, bool prefixed) noexcept;
   void armReader() noexcept;
   void updateInterest();
   void failAll(const Error& error, std::uint64_t written);

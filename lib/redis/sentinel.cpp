@@ -138,6 +138,7 @@ class SentinelTopology final : public RedisTopology {
     settings.port = endpoint.port;
     settings.tls = settings_.tls;
     settings.connectTimeout = sentinelTimeout();
+    settings.logger = settings_.logger;
     return std::make_unique<RedisConnection>(loop_, std::move(settings));
   }
 

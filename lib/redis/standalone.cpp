@@ -19,6 +19,7 @@ RedisServerSettings serverSettings(const TopologySettings& settings, const std::
   out.tls = settings.tls;
   out.connectTimeout = settings.options.connectTimeout;
   out.gauges = settings.gauges;
+  out.logger = settings.logger;
   return out;
 }
 

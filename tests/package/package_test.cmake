@@ -184,6 +184,11 @@ if(MODE STREQUAL "find_package")
     "-DEXPECTED_PACKAGE_DIR=${prefix}"
     "-DEXPECTED_VERSION=${VERSION}"
     -DCMAKE_FIND_USE_PACKAGE_REGISTRY=OFF)
+  build_and_run_consumer(install-tree-siblings OPTIONS
+    -DCONSUMER_MODE=find_package_siblings
+    "-DCMAKE_PREFIX_PATH=${prefix}"
+    "-DEXPECTED_VERSION=${VERSION}"
+    -DCMAKE_FIND_USE_PACKAGE_REGISTRY=OFF)
 
   build_and_run_consumer(build-tree OPTIONS
     -DCONSUMER_MODE=find_package
@@ -244,6 +249,11 @@ elseif(MODE STREQUAL "library_alone")
     -DCONSUMER_MODE=find_package
     "-DCMAKE_PREFIX_PATH=${prefix}"
     "-DEXPECTED_PACKAGE_DIR=${prefix}"
+    "-DEXPECTED_VERSION=${VERSION}"
+    -DCMAKE_FIND_USE_PACKAGE_REGISTRY=OFF)
+  build_and_run_consumer(install-tree-siblings OPTIONS
+    -DCONSUMER_MODE=find_package_siblings
+    "-DCMAKE_PREFIX_PATH=${prefix}"
     "-DEXPECTED_VERSION=${VERSION}"
     -DCMAKE_FIND_USE_PACKAGE_REGISTRY=OFF)
   if(PKG_CONFIG AND CXX_COMPILER AND NOT IS_ABSOLUTE "${LIBDIR}")
