@@ -115,8 +115,9 @@ class [[nodiscard]] Heartbeat {
 class [[nodiscard]] StreamLock {
  public:
   ~StreamLock();
-  /// Moves the lock; the moved-from one releases nothing.
-  StreamLock(StreamLock&&) noexcept = default;
+  /// Moves the lock; the moved-from one releases nothing (it answers AlreadyReleased, its
+  /// completions still delivered through the Client, never inside the call).
+  StreamLock(StreamLock&& other) noexcept;
   /// Releases this lock (handed to the I/O thread), then takes other's.
   StreamLock& operator=(StreamLock&& other) noexcept;
   StreamLock(const StreamLock&) = delete;

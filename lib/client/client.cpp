@@ -49,7 +49,14 @@ void deliver(ClientCore& core, Completion<T> done, T value) {
 
 Client::Client(Options options) : core_(std::make_shared<ClientCore>(std::move(options))) {}
 
-Client::~Client() { core_->shutdown(); }
+Client::~Client() {
+  // On the I/O thread (a callable the library dropped there, e.g. an ownership-lost callback or a
+  // completion, owned the Client): the loop cannot stop, join or free itself from inside its own
+  // iteration. The shutdown, and the last reference to the core, go to the callback thread (or the
+  // executor), from where shutdown() is safe.
+  if (core_->onIoThread() && core_->handOffShutdown(core_)) return;
+  core_->shutdown();
+}
 
 // --- Reader ------------------------------------------------------------------------------------------
 
@@ -238,7 +245,7 @@ void Client::shutdown() noexcept { core_->shutdown(); }
 // --- StreamLock release --------------------------------------------------------------------------------
 
 ReleaseOutcome StreamLock::release() noexcept {
-  if (!client_) return ReleaseOutcome::AlreadyReleased;
+  if (!client_ || chatId_.empty()) return ReleaseOutcome::AlreadyReleased;
   try {
     auto waiter = Waiter<ReleaseOutcome>::make();
     client_->release(chatId_, streamId_, [waiter](ReleaseOutcome outcome) { waiter->set(outcome); });
@@ -250,7 +257,7 @@ ReleaseOutcome StreamLock::release() noexcept {
 
 void StreamLock::release(Completion<ReleaseOutcome> done) noexcept {
   if (!client_) {
-    // A moved-from lock has no Client to deliver through.
+    // Not reached: every StreamLock, moved-from ones included, keeps its Client to deliver through.
     done(ReleaseOutcome::AlreadyReleased);
     return;
   }

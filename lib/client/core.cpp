@@ -174,16 +174,37 @@ void ClientCore::shutdown() noexcept {
   delivery_->stop();
 }
 
+bool ClientCore::handOffShutdown(std::shared_ptr<ClientCore>& self) noexcept {
+  if (shutDown_.load() || forked_.load()) return false;
+  try {
+    // The task lets go of the core once it ran, wherever the executor then drops its copy.
+    auto holder = std::make_shared<std::shared_ptr<ClientCore>>(self);
+    std::function<void()> task = [holder] {
+      std::shared_ptr<ClientCore> core = std::move(*holder);
+      if (core) core->shutdown();
+    };
+    if (!delivery_->post(std::move(task))) return false;
+    self.reset();
+    return true;
+  } catch (...) {
+    return false;
+  }
+}
+
 namespace {
 
 // Completes the shutdown once the releases were answered or timed out, whichever comes first.
 struct ShutdownStep {
   std::function<void()> finish;
   bool done = false;
+  int waiting = 1;  // the shutdown's pipeline, and the releases on the wire when there are some
   void operator()() {
     if (done) return;
     done = true;
     finish();
+  }
+  void partDone() {
+    if (--waiting <= 0) (*this)();
   }
 };
 
@@ -213,6 +234,9 @@ void ClientCore::shutdownOnLoop(std::function<void()> done) {
     std::lock_guard<std::mutex> guard(heldMutex_);
     held.swap(held_);
     heartbeatsOf_.clear();
+    // Releases whose task has not run yet: they find their entry gone and leave the delete to us.
+    held.insert(releasePending_.begin(), releasePending_.end());
+    releasePending_.clear();
   }
   auto step = std::make_shared<ShutdownStep>();
   step->finish = [this, done = std::move(done)] {
@@ -220,6 +244,7 @@ void ClientCore::shutdownOnLoop(std::function<void()> done) {
     if (postgres_) PgPoolAccess::core(*postgres_).close();
     if (repairPostgres_) PgPoolAccess::core(*repairPostgres_).close();
     // Fails whatever is still queued on it (a release, a PING...), so that every caller returns.
+    releasesDrained_ = nullptr;
     if (redis_) redis_->close(Error(ErrorCode::ShutDown, "the client is shut down"));
     cleanups_.clear();
     cleanupsSent_.clear();
@@ -227,11 +252,21 @@ void ClientCore::shutdownOnLoop(std::function<void()> done) {
   };
   std::vector<std::pair<std::string, std::string>> toDelete;
   for (const auto& [chatId, streamId] : held) toDelete.emplace_back(lockKey(chatId), streamId);
+  const std::size_t heldCount = toDelete.size();
   for (const auto& [which, expiry] : cleanups_) {
     if (Clock::now() < expiry) toDelete.push_back(which);
   }
+  const Deadline deadline = deadlineIn(options_.redis.commandTimeout);
+  // Releases on the wire: the connection stays open until they were answered (or the deadline
+  // passed), so that they complete with their own outcome instead of failing under a close.
+  if (!releasing_.empty()) {
+    ++step->waiting;
+    releasesDrained_ = [step] { step->partDone(); };
+  }
   if (!redisUrl_ || toDelete.empty()) {
-    (*step)();
+    if (step->waiting == 1) return (*step)();
+    loop_.at(deadline, [step] { (*step)(); });
+    step->partDone();
     return;
   }
   std::vector<KeyedCommand> commands;
@@ -240,8 +275,6 @@ void ClientCore::shutdownOnLoop(std::function<void()> done) {
     command.key = key;
     appendCommand(command.resp, {"EVAL", protocol::kReleaseScript, "1", key, streamId});
   }
-  const std::size_t heldCount = held.size();
-  const Deadline deadline = deadlineIn(options_.redis.commandTimeout);
   redis().execute(std::move(commands), deadline, [this, step, heldCount](std::vector<CommandOutcome> outcomes) {
     std::size_t failed = 0;
     for (std::size_t i = 0; i < outcomes.size(); ++i) {
@@ -255,7 +288,7 @@ void ClientCore::shutdownOnLoop(std::function<void()> done) {
       log(LogLevel::Warning, "releasing {} stream locks at shutdown failed (they expire by their TTL): {}", failed,
           outcomes.front().error ? outcomes.front().error->what() : "connection lost");
     }
-    (*step)();
+    step->partDone();
   });
   loop_.at(deadline, [this, step, heldCount] {
     if (step->done) return;

@@ -99,6 +99,11 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
   void shutdown() noexcept;
   // Not shut down (or shutting down), and not a fork() child's copy of a parent's Client.
   bool usable() const noexcept { return !shutDown_.load(std::memory_order_acquire) && !forked_.load(); }
+  // Whether the caller is this Client's I/O thread.
+  bool onIoThread() const noexcept { return loop_.inLoopThread(); }
+  // ~Client on the I/O thread: hands self (the Client's reference) and the shutdown to the
+  // callback thread or the executor; false when nothing could take it.
+  bool handOffShutdown(std::shared_ptr<ClientCore>& self) noexcept;
   // Runs task on the I/O thread; false (task dropped) when the Client is not usable any more.
   bool onLoop(Loop::Task task);
   // Hands a completion to the executor or the callback thread; after shutdown, to the executor if
@@ -206,6 +211,9 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
   // Any thread: the locks this Client holds (released at shutdown) and their heartbeats.
   std::mutex heldMutex_;
   std::set<std::pair<std::string, std::string>> held_;
+  // Taken out of held_ by a release whose task has not reached the I/O thread yet: a shutdown that
+  // runs first deletes them in its pipeline (the release then answers AlreadyReleased).
+  std::set<std::pair<std::string, std::string>> releasePending_;
   std::multimap<std::pair<std::string, std::string>, std::weak_ptr<HeartbeatEntry>> heartbeatsOf_;
 
   // The repair statement, known once the column types were looked up.
@@ -231,6 +239,8 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
   bool extendScheduled_ = false;
   std::map<std::pair<std::string, std::string>, Deadline> cleanups_;  // (key, stream) -> lock expiry
   std::set<std::pair<std::string, std::string>> cleanupsSent_;        // of which queued on the connection
+  std::multiset<std::pair<std::string, std::string>> releasing_;      // (key, stream) of releases on the wire
+  std::function<void()> releasesDrained_;  // a shutdown waiting for releasing_ to empty
 };
 
 }  // namespace streamlock::detail

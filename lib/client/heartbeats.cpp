@@ -199,7 +199,7 @@ bool Heartbeat::ownershipLost() const noexcept { return entry_ && entry_->lost; 
 bool Heartbeat::running() const noexcept { return entry_ && !entry_->stopped && !entry_->lost; }
 
 Heartbeat StreamLock::startHeartbeat(OwnershipLostCallback onLost) {
-  if (!client_) return Heartbeat();
+  if (!client_ || chatId_.empty()) return Heartbeat();  // moved from
   return Heartbeat(client_->startHeartbeat(chatId_, streamId_, std::move(onLost), acquiredAt_));
 }
 

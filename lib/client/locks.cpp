@@ -122,10 +122,22 @@ void ClientCore::attemptAcquire(std::shared_ptr<AcquireOperation> op) {
     countRedisFailure(error);
     op->finish(error);
   };
+  // The SET (and its WAIT) must be answered by the deadline: else the acquire fails, and its value
+  // is compare-and-deleted right behind them on the same connection.
+  auto timedOut = [this, op, fail] {
+    op->timer = 0;
+    if (op->finished || !op->inFlight) return;
+    // The SET may still run (it sits in the socket of a hung server): delete our value right after
+    // it, on the same connection, so that this failed acquire leaves no lock behind.
+    registerCleanup(op->key, op->streamId, op->sentAt);
+    redis().suspect();
+    fail(Error(ErrorCode::Timeout, fmt::format("acquiring the lock of chat {} timed out after {} ms", op->chatId,
+                                               options_.redis.commandTimeout.count())));
+  };
   KeyedCommand set{op->key, {}};
   appendCommand(set.resp, {"SET", op->key, op->streamId, "NX", "EX", std::to_string(options_.lock.ttl.count())});
   op->inFlight = true;
-  redis().execute({std::move(set)}, deadline, [this, op, attempt, deadline, acquired, busy, fail](std::vector<CommandOutcome> outcomes) {
+  redis().execute({std::move(set)}, deadline, [this, op, attempt, deadline, acquired, busy, fail, timedOut](std::vector<CommandOutcome> outcomes) {
     if (op->finished || attempt != op->attempt) return;
     op->inFlight = false;
     loop_.cancel(op->timer);
@@ -152,9 +164,13 @@ void ClientCore::attemptAcquire(std::shared_ptr<AcquireOperation> op) {
     appendCommand(wait.resp, {"WAIT", std::to_string(options_.lock.waitReplicas),
                               std::to_string(std::max<long long>(1, left.count()))});
     op->inFlight = true;
+    // A server that hangs after answering the SET must not hold the acquire past its deadline.
+    op->timer = loop_.at(deadline, timedOut);
     redis().execute({std::move(wait)}, deadline, [this, op, attempt, acquired, fail](std::vector<CommandOutcome> waited) {
       if (op->finished || attempt != op->attempt) return;
       op->inFlight = false;
+      loop_.cancel(op->timer);
+      op->timer = 0;
       const CommandOutcome& result = waited.front();
       const long long replicas = !result.error && isInteger(result.reply.get()) ? result.reply->integer : -1;
       if (replicas >= static_cast<long long>(options_.lock.waitReplicas)) return acquired();
@@ -166,16 +182,7 @@ void ClientCore::attemptAcquire(std::shared_ptr<AcquireOperation> op) {
                                                                 options_.lock.waitReplicas)));
     });
   });
-  op->timer = loop_.at(deadline, [this, op, fail] {
-    op->timer = 0;
-    if (op->finished || !op->inFlight) return;
-    // The SET may still run (it sits in the socket of a hung server): delete our value right after
-    // it, on the same connection, so that this failed acquire leaves no lock behind.
-    registerCleanup(op->key, op->streamId, op->sentAt);
-    redis().suspect();
-    fail(Error(ErrorCode::Timeout, fmt::format("acquiring the lock of chat {} timed out after {} ms", op->chatId,
-                                               options_.redis.commandTimeout.count())));
-  });
+  op->timer = loop_.at(deadline, timedOut);
 }
 
 // --- Orphan cleanup ------------------------------------------------------------------------------
@@ -243,6 +250,7 @@ bool ClientCore::takeHeld(const std::string& chatId, const std::string& streamId
   {
     std::lock_guard<std::mutex> guard(heldMutex_);
     if (held_.erase({chatId, streamId}) == 0) return false;
+    if (redisUrl_) releasePending_.emplace(chatId, streamId);
     const auto range = heartbeatsOf_.equal_range({chatId, streamId});
     for (auto it = range.first; it != range.second; ++it) {
       if (auto entry = it->second.lock()) stopped.push_back(std::move(entry));
@@ -264,13 +272,23 @@ void ClientCore::release(std::string chatId, std::string streamId, std::function
     std::function<void(ReleaseOutcome)> done;
     bool finished = false;
     Loop::TimerId timer = 0;
+    std::optional<std::pair<std::string, std::string>> onTheWire;  // (key, stream) while in releasing_
   };
-  auto state = std::make_shared<Release>(Release{std::move(chatId), std::move(streamId), std::move(done)});
+  auto state = std::make_shared<Release>(Release{std::move(chatId), std::move(streamId), std::move(done), false, 0, std::nullopt});
   const Deadline deadline = deadlineIn(options_.redis.commandTimeout);
   auto finish = [this, state](ReleaseOutcome outcome, const Error* error) {
     if (state->finished) return;
     state->finished = true;
     loop_.cancel(state->timer);
+    if (state->onTheWire) {
+      const auto it = releasing_.find(*state->onTheWire);
+      if (it != releasing_.end()) releasing_.erase(it);
+      if (releasing_.empty() && releasesDrained_) {
+        auto drained = std::move(releasesDrained_);
+        releasesDrained_ = nullptr;
+        drained();
+      }
+    }
     if (error) {
       countRedisFailure(*error);
       log(LogLevel::Warning, "releasing the stream lock of chat {} failed (it expires by its TTL): {}", state->chatId,
@@ -282,12 +300,21 @@ void ClientCore::release(std::string chatId, std::string streamId, std::function
     callback(outcome);
   };
   const bool posted = onLoop([this, state, deadline, finish] {
-    if (closing_) {
+    bool mine = false;
+    {
+      std::lock_guard<std::mutex> guard(heldMutex_);
+      mine = releasePending_.erase({state->chatId, state->streamId}) > 0;
+    }
+    // Not mine any more: a shutdown ran first and deleted it in its pipeline.
+    if (closing_ || !mine) {
       state->finished = true;
       pending_.resolve(state->chatId, state->streamId);
       auto callback = std::move(state->done);
       return callback(ReleaseOutcome::AlreadyReleased);
     }
+    // A shutdown that comes before the answer waits for it before it closes the connection.
+    state->onTheWire.emplace(lockKey(state->chatId), state->streamId);
+    releasing_.insert(*state->onTheWire);
     evalScripts(protocol::kReleaseScript, releaseSha_, {{lockKey(state->chatId), state->streamId}}, deadline,
                 [finish](std::vector<CommandOutcome> outcomes) {
                   const CommandOutcome& outcome = outcomes.front();
@@ -358,8 +385,19 @@ StreamLock::StreamLock(std::shared_ptr<detail::ClientCore> client, std::string c
                        std::chrono::steady_clock::time_point acquiredAt)
     : client_(std::move(client)), chatId_(std::move(chatId)), streamId_(std::move(streamId)), acquiredAt_(acquiredAt) {}
 
+// The moved-from lock keeps its Client (to deliver a release(done) through it, never inline) but no
+// longer names a lock: an empty chat id is never held, so it releases nothing.
+StreamLock::StreamLock(StreamLock&& other) noexcept
+    : client_(other.client_),
+      chatId_(std::move(other.chatId_)),
+      streamId_(std::move(other.streamId_)),
+      acquiredAt_(other.acquiredAt_) {
+  other.chatId_.clear();
+  other.streamId_.clear();
+}
+
 StreamLock::~StreamLock() {
-  if (!client_) return;
+  if (!client_ || chatId_.empty()) return;
   // Handed to the I/O thread; this thread never waits on the network.
   try {
     client_->release(chatId_, streamId_, [](ReleaseOutcome) {});
@@ -371,13 +409,15 @@ StreamLock::~StreamLock() {
 StreamLock& StreamLock::operator=(StreamLock&& other) noexcept {
   if (this != &other) {
     try {
-      if (client_) client_->release(chatId_, streamId_, [](ReleaseOutcome) {});
+      if (client_ && !chatId_.empty()) client_->release(chatId_, streamId_, [](ReleaseOutcome) {});
     } catch (...) {
     }
-    client_ = std::move(other.client_);
+    client_ = other.client_;
     chatId_ = std::move(other.chatId_);
     streamId_ = std::move(other.streamId_);
     acquiredAt_ = other.acquiredAt_;
+    other.chatId_.clear();
+    other.streamId_.clear();
   }
   return *this;
 }

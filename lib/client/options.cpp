@@ -47,6 +47,7 @@ Options validated(Options options) {
   const PostgresOptions& postgres = options.postgres;
   count("postgres.poolSize", postgres.poolSize);
   duration("postgres.connectTimeout", postgres.connectTimeout);
+  duration("postgres.hostAttemptTimeout", postgres.hostAttemptTimeout);
   duration("postgres.statementTimeout", postgres.statementTimeout);
   duration("postgres.acquireTimeout", postgres.acquireTimeout);
 

@@ -1,0 +1,320 @@
+// The writer lifecycle under races and faults that an adversarial review found failing: the Client
+// destroyed on its own I/O thread, a WAIT on a hung server, a release racing shutdown(), a moved-from
+// lock, an overflowing option.
+#define CATCH_CONFIG_ENABLE_ALL_STRINGMAKERS
+#include <catch2/catch.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <future>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "capture_log.h"
+#include "client_options.h"
+#include "env.h"
+#include "net_faults.h"
+#include "redis_client.h"
+#include "redis_server.h"
+#include "streamlock/client.h"
+#include "streamlock/error.h"
+#include "watchdog.h"
+
+using streamlock::AcquireResult;
+using streamlock::Client;
+using streamlock::Error;
+using streamlock::ErrorCode;
+using streamlock::LookupStatus;
+using streamlock::Milliseconds;
+using streamlock::Options;
+using streamlock::ReleaseOutcome;
+using streamlock::StreamLock;
+using Clock = std::chrono::steady_clock;
+using Value = std::optional<std::string>;
+using namespace std::chrono_literals;
+namespace test = streamlock::test;
+using streamlock::test::Watchdog;
+
+namespace {
+
+std::size_t threadsWithoutClient() {
+  std::thread([] {}).join();
+  return test::threadCount();
+}
+
+}  // namespace
+
+// The ownership-lost callback may own the Client (it captures the shared_ptr it calls release() or
+// shutdown() through). Once the application let go of its own references, the library's copy of
+// the callback is the Client's last owner; the library must not drop it on its I/O thread, where
+// ~Client cannot shut the loop down (a self-join, or the loop freed under its own feet).
+namespace {
+
+// A host's loop: one thread that runs what the executor queued, in order.
+class HostThread {
+ public:
+  HostThread() : thread_([this] { run(); }) {}
+  ~HostThread() {
+    {
+      const std::lock_guard<std::mutex> lock(mutex_);
+      stop_ = true;
+    }
+    ready_.notify_all();
+    thread_.join();
+  }
+  streamlock::Executor executor() {
+    return [this](std::function<void()> task) {
+      {
+        const std::lock_guard<std::mutex> lock(mutex_);
+        tasks_.push_back(std::move(task));
+      }
+      ready_.notify_one();
+    };
+  }
+
+ private:
+  void run() {
+    std::unique_lock<std::mutex> lock(mutex_);
+    for (;;) {
+      ready_.wait(lock, [this] { return stop_ || !tasks_.empty(); });
+      if (tasks_.empty()) return;
+      auto task = std::move(tasks_.front());
+      tasks_.pop_front();
+      lock.unlock();
+      task();
+      task = nullptr;
+      lock.lock();
+    }
+  }
+  std::mutex mutex_;
+  std::condition_variable ready_;
+  std::deque<std::function<void()>> tasks_;
+  bool stop_ = false;
+  std::thread thread_;
+};
+
+}  // namespace
+
+TEST_CASE("a Client owned only by a stopped heartbeat's callback is destroyed safely") {
+  const Watchdog watchdog("review: Client owned by the callback", 60s);
+  test::CapturedLog log;
+  auto options = test::clientOptions(test::redisUrl(), log);
+  options.lock.ttl = std::chrono::seconds{2};
+  options.lock.heartbeatInterval = 100ms;
+  std::optional<HostThread> host;
+  SECTION("without an executor") {}
+  SECTION("with Options::executor") {
+    host.emplace();
+    options.executor = host->executor();
+  }
+  const auto threadsBefore = threadsWithoutClient();
+  auto client = std::make_shared<Client>(options);
+  const std::weak_ptr<Client> weak = client;
+
+  auto lock = client->acquireStreamLock("chat-1", "stream-1");
+  REQUIRE(lock);
+  {
+    auto heartbeat = lock->startHeartbeat([client](const std::string&, const std::string&) { client->shutdown(); });
+    REQUIRE(test::waitUntil([&] { return client->counters().heartbeatsExtended >= 1; }, 10s, 1ms));
+  }  // stopped: the I/O thread drops its entry (and the callback) at its next tick
+  lock.reset();
+  client.reset();  // the callback is now the Client's only owner
+
+  CHECK(test::waitUntil([&] { return weak.expired(); }, 10s));
+  CHECK(test::waitUntil([&] { return test::threadCount() <= threadsBefore; }, 10s));
+}
+
+namespace {
+
+struct Acquired {
+  std::optional<StreamLock> lock;
+  std::optional<ErrorCode> error;
+  std::string describe() const {
+    if (lock) return "a lock";
+    if (error) return std::string("Error(") + streamlock::toString(*error) + ")";
+    return "nullopt (busy)";
+  }
+};
+
+Acquired acquire(Client& client, const std::string& chat, const std::string& stream,
+                 Milliseconds waitFor = Milliseconds{0}) {
+  Acquired out;
+  try {
+    out.lock = client.acquireStreamLock(chat, stream, waitFor);
+  } catch (const Error& error) {
+    out.error = error.code();
+  }
+  return out;
+}
+
+}  // namespace
+
+// "Blocks at most waitFor + redis.commandTimeout": with lock.waitReplicas the SET is followed by a
+// WAIT on the same connection. Redis answers the SET, then hangs (SIGSTOP) while the WAIT waits for
+// replicas: the acquire must still give up by its deadline, and leave no lock behind.
+TEST_CASE("an acquire with waitReplicas gives up by its deadline while Redis hangs during the WAIT") {
+  const Watchdog watchdog("review: WAIT hangs", 60s);
+  test::RedisServerProcess server;
+  test::TestRedis admin(server.url());
+  test::CapturedLog log;
+  auto options = test::clientOptions(server.url(), log);
+  options.redis.commandTimeout = 1000ms;
+  options.lock.waitReplicas = 1;  // the server has none: the WAIT blocks in the server
+  Client client(options);
+  const auto key = test::lockKey(options, "chat-1");
+  REQUIRE(test::waitUntil([&] { return client.getActiveChatStreamIds({"warm-up"}).status == LookupStatus::Verified; }));
+
+  const auto start = Clock::now();
+  auto pending = std::async(std::launch::async, [&] { return acquire(client, "chat-1", "stream-1"); });
+  // The SET was answered and the WAIT is blocked in the server: hang the server there.
+  const bool waiting =
+      test::waitUntil([&] { return admin.infoField("clients", "blocked_clients") >= 1; }, 5s, 1ms);
+  server.pause();
+  const bool returned = pending.wait_for(options.redis.commandTimeout + 1000ms) == std::future_status::ready;
+  const auto returnedAfter = test::elapsedSince(start);
+  server.resume();
+  const Acquired got = pending.get();
+
+  REQUIRE(waiting);
+  INFO("the acquire " << (returned ? "returned " : "was still blocked ") << "after " << returnedAfter.count()
+                      << " ms (commandTimeout 1000 ms); it gave " << got.describe());
+  CHECK(returned);
+  CHECK(got.error.has_value());
+  // Too few replicas: its lock is deleted again.
+  CHECK(test::waitUntil([&] { return !admin.exists(key); }, 3s));
+}
+
+// "done is called exactly once, never inside the call that started it": also for a StreamLock that
+// was moved from (it answers AlreadyReleased).
+TEST_CASE("release(done) of a moved-from StreamLock does not call done inside the call") {
+  const Watchdog watchdog("review: moved-from release", 60s);
+  test::CapturedLog log;
+  auto options = test::clientOptions(test::redisUrl(), log);
+  Client client(options);
+  auto lock = client.acquireStreamLock("chat-1", "stream-1");
+  REQUIRE(lock);
+  StreamLock taken = std::move(*lock);
+
+  // Called inside the call: on this thread (the completion thread is another one).
+  const auto caller = std::this_thread::get_id();
+  auto outcome = std::make_shared<std::promise<std::pair<ReleaseOutcome, bool>>>();
+  lock->release([caller, outcome](ReleaseOutcome released) {
+    outcome->set_value({released, std::this_thread::get_id() != caller});
+  });
+  auto future = outcome->get_future();
+  REQUIRE(future.wait_for(5s) == std::future_status::ready);
+  const auto [released, elsewhere] = future.get();
+  CHECK(released == ReleaseOutcome::AlreadyReleased);
+  INFO("done was called " << (elsewhere ? "on the callback thread" : "inline, inside the release(done) call"));
+  CHECK(elsewhere);
+  CHECK(taken.release() == ReleaseOutcome::Released);
+}
+
+// "Shutting the library object down ... releases the locks it still holds": a release handed to
+// the I/O thread just before shutdown() must still delete the lock (by itself, or by the shutdown's
+// pipeline); the shutdown must not close the connection under it. Several rounds: the release and
+// the shutdown reach the I/O thread together in most of them.
+TEST_CASE("a release started just before shutdown() still deletes the lock") {
+  const Watchdog watchdog("review: release then shutdown", 120s);
+  test::CapturedLog log;
+  test::TestRedis redis(test::redisUrl());
+  auto options = test::clientOptions(test::redisUrl(), log);
+  int leftBehind = 0;
+  int failed = 0;
+  constexpr int rounds = 20;
+  for (int round = 0; round < rounds; ++round) {
+    Client client(options);
+    const std::string chat = "chat-" + std::to_string(round);
+    auto lock = client.acquireStreamLock(chat, "stream-1");
+    REQUIRE(lock);
+    auto outcome = std::make_shared<std::promise<ReleaseOutcome>>();
+    lock->release([outcome](ReleaseOutcome released) { outcome->set_value(released); });
+    client.shutdown();
+    auto future = outcome->get_future();
+    REQUIRE(future.wait_for(5s) == std::future_status::ready);
+    const ReleaseOutcome released = future.get();
+    // AlreadyReleased: the shutdown got there first and deleted it in its pipeline.
+    if (released == ReleaseOutcome::Failed || released == ReleaseOutcome::NotOwner) ++failed;
+    if (redis.exists(test::lockKey(options, chat))) ++leftBehind;
+  }
+  INFO("of " << rounds << " rounds: " << leftBehind << " left the lock in Redis; " << failed
+             << " reported Failed or NotOwner");
+  CHECK(leftBehind == 0);
+  CHECK(failed == 0);
+}
+
+// "A value so large that now() + value overflows is refused by the constructor with InvalidArgument
+// naming the option": postgres.hostAttemptTimeout too (every other duration is checked).
+TEST_CASE("the Client refuses an overflowing postgres.hostAttemptTimeout, naming it") {
+  test::CapturedLog log;
+  auto options = test::clientOptions("", log);
+  options.postgres.conninfo = test::databaseUrl();
+  for (const Milliseconds bad : {Milliseconds::max(), Milliseconds{std::chrono::hours{25}}}) {
+    INFO("postgres.hostAttemptTimeout = " << bad.count() << " ms");
+    options.postgres.hostAttemptTimeout = bad;
+    std::optional<Error> refused;
+    try {
+      const Client client(options);
+    } catch (const Error& error) {
+      refused = error;
+    }
+    REQUIRE(refused.has_value());
+    CHECK(refused->code() == ErrorCode::InvalidArgument);
+    CHECK_THAT(refused->what(), Catch::Matchers::Contains("postgres.hostAttemptTimeout"));
+  }
+}
+
+// writeMarker / clearMarker: "Blocks at most postgres.acquireTimeout + connectTimeout +
+// statementTimeout", connecting included, against a PostgreSQL that accepts TCP and never answers;
+// the completion forms within the same bound, never inside the call.
+TEST_CASE("writeMarker and clearMarker keep their bound while PostgreSQL accepts TCP and never answers") {
+  const Watchdog watchdog("review: markers against a silent PostgreSQL", 60s);
+  test::SilentListener postgres(test::SilentListener::Mode::Accept);
+  test::CapturedLog log;
+  auto options = test::clientOptions("", log);
+  options.postgres.conninfo = "postgresql://postgres@127.0.0.1:" + std::to_string(postgres.port()) + "/streamlock_test";
+  options.postgres.connectTimeout = 300ms;
+  options.postgres.hostAttemptTimeout = 300ms;
+  options.postgres.statementTimeout = 300ms;
+  options.postgres.acquireTimeout = 300ms;
+  const auto bound = 900ms + 400ms;  // plus scheduling on a busy machine
+  Client client(options);
+  const std::string chat = "00000000-0000-0000-0000-000000000001";
+
+  for (int round = 0; round < 2; ++round) {
+    INFO("round " << round);
+    auto start = Clock::now();
+    std::optional<ErrorCode> writeError;
+    try {
+      (void)client.writeMarker(chat, "stream-1");
+    } catch (const Error& error) {
+      writeError = error.code();
+    }
+    const auto writeTook = test::elapsedSince(start);
+    start = Clock::now();
+    const auto caller = std::this_thread::get_id();
+    auto finished = std::make_shared<std::promise<std::pair<bool, bool>>>();
+    client.clearMarker(chat, "stream-1", [caller, finished](streamlock::Result<bool> changed) {
+      finished->set_value({changed.ok(), std::this_thread::get_id() != caller});
+    });
+    auto future = finished->get_future();
+    const bool completed = future.wait_for(5s) == std::future_status::ready;
+    const auto clearTook = test::elapsedSince(start);
+    INFO("writeMarker took " << writeTook.count() << " ms, clearMarker(done) " << clearTook.count() << " ms");
+    CHECK(writeError.has_value());
+    CHECK(writeTook <= bound);
+    REQUIRE(completed);
+    const auto [ok, elsewhere] = future.get();
+    CHECK_FALSE(ok);
+    CHECK(elsewhere);
+    CHECK(clearTook <= bound);
+  }
+}
