@@ -104,7 +104,7 @@ class HostThread {
 }  // namespace
 
 TEST_CASE("a Client owned only by a stopped heartbeat's callback is destroyed safely") {
-  const Watchdog watchdog("review: Client owned by the callback", 60s);
+  const Watchdog watchdog("Client owned by the callback", 60s);
   test::CapturedLog log;
   auto options = test::clientOptions(test::redisUrl(), log);
   options.lock.ttl = std::chrono::seconds{2};
@@ -161,7 +161,7 @@ Acquired acquire(Client& client, const std::string& chat, const std::string& str
 // WAIT on the same connection. Redis answers the SET, then hangs (SIGSTOP) while the WAIT waits for
 // replicas: the acquire must still give up by its deadline, and leave no lock behind.
 TEST_CASE("an acquire with waitReplicas gives up by its deadline while Redis hangs during the WAIT") {
-  const Watchdog watchdog("review: WAIT hangs", 60s);
+  const Watchdog watchdog("WAIT hangs", 60s);
   test::RedisServerProcess server;
   test::TestRedis admin(server.url());
   test::CapturedLog log;
@@ -195,7 +195,7 @@ TEST_CASE("an acquire with waitReplicas gives up by its deadline while Redis han
 // "done is called exactly once, never inside the call that started it": also for a StreamLock that
 // was moved from (it answers AlreadyReleased).
 TEST_CASE("release(done) of a moved-from StreamLock does not call done inside the call") {
-  const Watchdog watchdog("review: moved-from release", 60s);
+  const Watchdog watchdog("moved-from release", 60s);
   test::CapturedLog log;
   auto options = test::clientOptions(test::redisUrl(), log);
   Client client(options);
@@ -223,7 +223,7 @@ TEST_CASE("release(done) of a moved-from StreamLock does not call done inside th
 // pipeline); the shutdown must not close the connection under it. Several rounds: the release and
 // the shutdown reach the I/O thread together in most of them.
 TEST_CASE("a release started just before shutdown() still deletes the lock") {
-  const Watchdog watchdog("review: release then shutdown", 120s);
+  const Watchdog watchdog("release then shutdown", 120s);
   test::CapturedLog log;
   test::TestRedis redis(test::redisUrl());
   auto options = test::clientOptions(test::redisUrl(), log);
@@ -276,7 +276,7 @@ TEST_CASE("the Client refuses an overflowing postgres.hostAttemptTimeout, naming
 // statementTimeout", connecting included, against a PostgreSQL that accepts TCP and never answers;
 // the completion forms within the same bound, never inside the call.
 TEST_CASE("writeMarker and clearMarker keep their bound while PostgreSQL accepts TCP and never answers") {
-  const Watchdog watchdog("review: markers against a silent PostgreSQL", 60s);
+  const Watchdog watchdog("markers against a silent PostgreSQL", 60s);
   test::SilentListener postgres(test::SilentListener::Mode::Accept);
   test::CapturedLog log;
   auto options = test::clientOptions("", log);
@@ -316,5 +316,69 @@ TEST_CASE("writeMarker and clearMarker keep their bound while PostgreSQL accepts
     CHECK_FALSE(ok);
     CHECK(elsewhere);
     CHECK(clearTook <= bound);
+  }
+}
+
+// "Callbacks may call anything": with an executor that runs completions inline (on the library's
+// I/O thread, as an event-loop host that trusts them may do), shutdown() called from a completion
+// runs on the I/O thread. It cannot wait there, but it must still release the locks the Client
+// holds, call every pending completion, and leave a Client that its owner destroys safely.
+TEST_CASE("shutdown() from a completion run on the I/O thread releases the locks and completes what is pending") {
+  const Watchdog watchdog("shutdown on the I/O thread", 60s);
+  test::RedisServerProcess hung;  // a second Redis, paused: a lookup on it stays pending
+  test::TestRedis admin(test::redisUrl());
+  test::CapturedLog log;
+  auto options = test::clientOptions(test::redisUrl(), log);
+  options.postgres.conninfo = test::databaseUrl();
+  options.executor = [](std::function<void()> task) { task(); };  // inline, on the I/O thread
+  auto hungOptions = test::clientOptions(hung.url(), log);
+  hungOptions.redis.lookupDeadline = 10s;  // pending until shutdown, not until the deadline
+  hungOptions.breaker.failureThreshold = 0;
+  hungOptions.postgres.conninfo = test::databaseUrl();
+  hungOptions.executor = options.executor;
+
+  SECTION("the locks it holds are released") {
+    std::optional<Client> client(std::in_place, options);
+    const auto key = test::lockKey(options, "chat-1");
+    auto lock = client->acquireStreamLock("chat-1", "stream-1");
+    REQUIRE(lock.has_value());
+    REQUIRE(admin.exists(key));
+    std::promise<std::thread::id> ran;
+    client->postgres()->execute("SELECT 1", {}, [&](streamlock::Result<streamlock::PgResult>) {
+      client->shutdown();
+      ran.set_value(std::this_thread::get_id());
+    });
+    auto future = ran.get_future();
+    REQUIRE(future.wait_for(10s) == std::future_status::ready);
+    CHECK(future.get() != std::this_thread::get_id());
+    CHECK(test::waitUntil([&] { return !admin.exists(key); }, 3s));
+    // Calls after it complete at once (on the executor, so here: inline).
+    bool after = false;
+    client->getActiveChatStreamIds({"chat-2"}, [&](streamlock::ActiveStreams result) {
+      after = result.status == LookupStatus::Unknown;
+    });
+    CHECK(after);
+    client.reset();  // its owner destroys it: joins nothing that is gone, frees nothing in use
+    (void)lock->release();
+  }
+  SECTION("a completion pending on a hung Redis is called") {
+    std::optional<Client> client(std::in_place, hungOptions);
+    REQUIRE(client->getActiveChatStreamIds({"warm-up"}).status == LookupStatus::Verified);
+    hung.pause();
+    std::atomic<bool> pendingDone{false};
+    const auto start = Clock::now();
+    client->getActiveChatStreamIds({"chat-1"}, [&](streamlock::ActiveStreams) { pendingDone = true; });
+    std::atomic<bool> shutDown{false};
+    client->postgres()->execute("SELECT 1", {}, [&](streamlock::Result<streamlock::PgResult>) {
+      client->shutdown();
+      shutDown = true;
+    });
+    REQUIRE(test::waitUntil([&] { return shutDown.load(); }, 10s));
+    const bool called = test::waitUntil([&] { return pendingDone.load(); }, 3s);
+    INFO("the pending lookup " << (called ? "was called after " : "was still pending after ")
+                               << test::elapsedSince(start).count() << " ms (its deadline: 10 s)");
+    CHECK(called);
+    hung.resume();
+    client.reset();
   }
 }

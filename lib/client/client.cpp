@@ -50,11 +50,14 @@ void deliver(ClientCore& core, Completion<T> done, T value) {
 Client::Client(Options options) : core_(std::make_shared<ClientCore>(std::move(options))) {}
 
 Client::~Client() {
-  // On the I/O thread (a callable the library dropped there, e.g. an ownership-lost callback or a
-  // completion, owned the Client): the loop cannot stop, join or free itself from inside its own
-  // iteration. The shutdown, and the last reference to the core, go to the callback thread (or the
-  // executor), from where shutdown() is safe.
-  if (core_->onIoThread() && core_->handOffShutdown(core_)) return;
+  // On the I/O thread (a callable that the library dropped there, e.g. an ownership-lost callback,
+  // owned the Client; or a completion run there by an inline executor destroyed it): the loop
+  // cannot stop, join or free itself inside its own iteration. The shutdown runs there, and the
+  // loop thread lets go of the core once it has left its loop.
+  if (core_->onIoThread()) {
+    core_->releaseOnLoopThread(std::move(core_));
+    return;
+  }
   core_->shutdown();
 }
 

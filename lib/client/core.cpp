@@ -160,35 +160,72 @@ void ClientCore::shutdown() noexcept {
     abandonAfterFork();
     return;
   }
-  if (shutDown_.exchange(true, std::memory_order_acq_rel)) return;
-  // A first call racing this one either queued its task before (the thread has started: the
-  // shutdown runs after it and ends what it started) or finds the loop stopped and fails.
-  if (!loop_.inLoopThread()) {
+  const bool first = !shutDown_.exchange(true, std::memory_order_acq_rel);
+  if (loop_.inLoopThread()) {
+    // On the I/O thread (a completion that an inline executor runs there): this thread cannot wait
+    // for itself. The shutdown runs at the end of this iteration, outside whatever called back;
+    // whoever destroys the Client afterwards waits for it to finish.
+    if (first) beginShutdownOnLoop();
+    return;
+  }
+  if (first) {
+    // A first call racing this one either queued its task before (the thread has started: the
+    // shutdown runs after it and ends what it started) or finds the loop stopped and fails.
     auto waiter = Waiter<bool>::make();
-    if (loop_.postIfStartedElseStop([this, waiter] { shutdownOnLoop([waiter] { waiter->set(true); }); })) {
+    if (loop_.postIfStartedElseStop([this, waiter] {
+          shutdownOnLoop([this, waiter] {
+            markShutdownFinished();
+            waiter->set(true);
+          });
+        })) {
       waiter->wait();
+    } else {
+      markShutdownFinished();
     }
+  } else {
+    // Begun elsewhere (another thread, or the I/O thread): finished before the loop is stopped.
+    std::unique_lock<std::mutex> lock(shutdownMutex_);
+    shutdownDone_.wait(lock, [this] { return shutdownFinished_; });
   }
   loop_.stop();
   pending_.clear();
   delivery_->stop();
 }
 
-bool ClientCore::handOffShutdown(std::shared_ptr<ClientCore>& self) noexcept {
-  if (shutDown_.load() || forked_.load()) return false;
-  try {
-    // The task lets go of the core once it ran, wherever the executor then drops its copy.
-    auto holder = std::make_shared<std::shared_ptr<ClientCore>>(self);
-    std::function<void()> task = [holder] {
-      std::shared_ptr<ClientCore> core = std::move(*holder);
-      if (core) core->shutdown();
-    };
-    if (!delivery_->post(std::move(task))) return false;
-    self.reset();
-    return true;
-  } catch (...) {
-    return false;
+void ClientCore::releaseOnLoopThread(std::shared_ptr<ClientCore> self) noexcept {
+  // The loop thread keeps the Client's reference until it has left its loop: the core (loop
+  // included) is never freed under an iteration. The loop stops once the shutdown finished.
+  quitWhenShutDown_ = true;
+  loop_.keepUntilExit(std::move(self));
+  if (!shutDown_.exchange(true, std::memory_order_acq_rel)) return beginShutdownOnLoop();
+  bool finished = false;
+  {
+    std::lock_guard<std::mutex> lock(shutdownMutex_);
+    finished = shutdownFinished_;
   }
+  if (finished) loop_.stop();  // else the shutdown under way stops it when it finishes
+}
+
+void ClientCore::beginShutdownOnLoop() noexcept {
+  try {
+    loop_.atEndOfIteration([this] {
+      shutdownOnLoop([this] {
+        markShutdownFinished();
+        if (quitWhenShutDown_) loop_.stop();  // on the loop thread: leaves after this iteration
+      });
+    });
+  } catch (...) {
+    markShutdownFinished();  // out of memory: nothing ends what is in flight, but nobody waits forever
+    if (quitWhenShutDown_) loop_.stop();
+  }
+}
+
+void ClientCore::markShutdownFinished() noexcept {
+  {
+    std::lock_guard<std::mutex> lock(shutdownMutex_);
+    shutdownFinished_ = true;
+  }
+  shutdownDone_.notify_all();
 }
 
 namespace {

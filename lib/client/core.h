@@ -11,6 +11,7 @@
 // heartbeats.cpp, repair.cpp (repair and markers), breaker.cpp, delivery.cpp.
 
 #include <atomic>
+#include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -101,9 +102,9 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
   bool usable() const noexcept { return !shutDown_.load(std::memory_order_acquire) && !forked_.load(); }
   // Whether the caller is this Client's I/O thread.
   bool onIoThread() const noexcept { return loop_.inLoopThread(); }
-  // ~Client on the I/O thread: hands self (the Client's reference) and the shutdown to the
-  // callback thread or the executor; false when nothing could take it.
-  bool handOffShutdown(std::shared_ptr<ClientCore>& self) noexcept;
+  // ~Client on the I/O thread: the loop thread keeps self (the Client's reference) until it has
+  // left its loop, which it does once the shutdown (begun here unless it was already) finished.
+  void releaseOnLoopThread(std::shared_ptr<ClientCore> self) noexcept;
   // Runs task on the I/O thread; false (task dropped) when the Client is not usable any more.
   bool onLoop(Loop::Task task);
   // Hands a completion to the executor or the callback thread; after shutdown, to the executor if
@@ -173,6 +174,10 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
 
   // core.cpp
   void shutdownOnLoop(std::function<void()> done);
+  // Loop thread: shutdownOnLoop at the end of this iteration, then markShutdownFinished (and the
+  // loop stopped when the Client was destroyed on this thread).
+  void beginShutdownOnLoop() noexcept;
+  void markShutdownFinished() noexcept;
   void abandonAfterFork() noexcept;
   RedisTopology& redis();
 
@@ -203,6 +208,12 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
   const std::shared_ptr<Delivery> delivery_;
   std::shared_ptr<TlsContext> tls_;  // rediss://: made (and its files checked) by the constructor
   std::atomic<bool> shutDown_{false};
+  // Set once shutdownOnLoop() finished (or there was no loop to run it): a shutdown() that did not
+  // begin it waits for it before stopping the loop.
+  std::mutex shutdownMutex_;
+  std::condition_variable shutdownDone_;
+  bool shutdownFinished_ = false;
+  bool quitWhenShutDown_ = false;  // loop thread: the Client was destroyed there (releaseOnLoopThread)
   std::atomic<bool> forked_{false};
   const int pid_;
   std::string extendSha_;

@@ -58,7 +58,7 @@ bool Loop::post(Task task) {
     if (!started_.load(std::memory_order_relaxed)) {
       std::lock_guard<std::mutex> threadGuard(threadMutex_);
       if (!thread_.joinable()) {
-        thread_ = std::thread([this] { run(); });
+        thread_ = std::thread([this] { threadMain(); });
         started_ = true;
       }
     }
@@ -114,10 +114,13 @@ void Loop::stop() {
   }
   if (thread.joinable()) {
     if (thread.get_id() == std::this_thread::get_id()) {
-      thread.detach();  // cannot join itself; run() returns after this iteration
-    } else {
-      thread.join();
+      // Cannot join itself: run() returns after this iteration (the tasks already posted run
+      // first, the quit task among them; none is dropped under the iteration's feet).
+      thread.detach();
+      quit_ = true;
+      return;
     }
+    thread.join();
   }
   std::lock_guard<std::mutex> guard(postMutex_);
   dropped.swap(posted_);
@@ -190,6 +193,22 @@ void Loop::runTimers() {
   }
 }
 
+void Loop::keepUntilExit(std::shared_ptr<void> owner) noexcept {
+  std::lock_guard<std::mutex> guard(threadMutex_);
+  exitHold_ = std::move(owner);
+}
+
+void Loop::threadMain() {
+  run();
+  std::shared_ptr<void> owner;
+  {
+    std::lock_guard<std::mutex> guard(threadMutex_);
+    owner.swap(exitHold_);
+  }
+  // owner may be the last reference to what holds this Loop: destroyed here, after which nothing of
+  // this Loop is touched again (stop() detached this thread before run() returned).
+}
+
 void Loop::run() {
   threadId_ = std::this_thread::get_id();
   constexpr int kMaxEvents = 64;
@@ -227,6 +246,7 @@ void Loop::run() {
     }
     if (quit_) break;
   }
+  threadId_ = std::thread::id();  // what runs on this thread from now on is not the loop's
 }
 
 void Loop::abandonAfterFork() noexcept {

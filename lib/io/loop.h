@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <thread>
 #include <unordered_map>
@@ -66,6 +67,12 @@ class Loop {
   // of it: where the commands that several callers queued in one iteration are written at once.
   void atEndOfIteration(Task task);
 
+  // Loop thread only, for a shutdown that began there (its owner cannot be destroyed, nor the thread
+  // joined, from inside an iteration): the thread keeps owner and lets go of it once run() has
+  // returned, so that the owner (and this Loop) may be destroyed on this thread, after the loop
+  // stopped touching itself. The thread is detached by stop() called on it.
+  void keepUntilExit(std::shared_ptr<void> owner) noexcept;
+
   // --- fork() support (fork.cpp) ------------------------------------------------------------------
   // Held by the loop thread while it works (not while it waits in epoll_wait): whoever holds it
   // knows that the loop's data is consistent, which a fork() child needs to free it.
@@ -77,6 +84,8 @@ class Loop {
 
  private:
   void run();
+  // The thread's body: run(), then drops what keepUntilExit() gave it (possibly this Loop's owner).
+  void threadMain();
   void runTimers();
   int waitMilliseconds();
   void wake();
@@ -95,6 +104,7 @@ class Loop {
   std::thread thread_;
   std::atomic<std::thread::id> threadId_{};
   std::atomic<bool> started_{false};
+  std::shared_ptr<void> exitHold_;  // threadMutex_: see keepUntilExit
 
   std::mutex work_;
   bool quit_ = false;  // loop thread: leave after this iteration
