@@ -5,6 +5,7 @@
 #include <signal.h>
 #include <time.h>
 
+#include <algorithm>
 #include <atomic>
 #include <charconv>
 #include <chrono>
@@ -38,6 +39,9 @@ constexpr int kLockBusy = 3;    // another stream holds the chat's lock
 constexpr int kLost = 4;        // ownership of the lock was lost mid-stream
 constexpr int kNoChat = 5;      // no such chat: the marker wrote no row
 
+// While --wait-lock-ms waits for a busy lock, the stop signals are looked at this often.
+constexpr std::chrono::milliseconds kWaitSlice{100};
+
 const char* kUsageText = R"(Usage: stream_worker --chat-id UUID [flags]
 
 Runs one simulated stream for a chat with the streamlock writer protocol.
@@ -53,7 +57,8 @@ Runs one simulated stream for a chat with the streamlock writer protocol.
   --redis-tls-key FILE      its private key (PEM)
   --duration-s N            how long to "generate" (default 30)
   --lock-ttl-s N            lock TTL in seconds; the heartbeat runs every TTL/3 (default 60)
-  --wait-lock-ms N          how long to wait for a busy lock (default 0)
+  --wait-lock-ms N          how long to wait for a busy lock (default 0); SIGINT or SIGTERM
+                            ends the wait at once (exit 0)
   --crash-after-s N         die with SIGKILL after N seconds, leaving the marker behind
   --log-format text|json    output lines as text (default) or one JSON object each
   --version                 print the version
@@ -157,6 +162,13 @@ std::optional<WorkerConfig> parseFlags(int argc, char** argv, int* exitCode) {
       *exitCode = kDone;
       return std::nullopt;
     }
+    // Every other flag takes a value: an unknown one is named as unknown, even as the last argument.
+    const bool known = std::any_of(kEnvironmentFlags.begin(), kEnvironmentFlags.end(),
+                                   [&](const examples::FlagSpec& spec) { return spec.flag == arg; });
+    if (!known) {
+      complain("bad_flag", fmt::format("unknown flag {} (see --help)", arg));
+      return std::nullopt;
+    }
     if (!flags.takeValue(value)) {
       complain("bad_flag", flags.source() + " needs a value (see --help)");
       return std::nullopt;
@@ -252,9 +264,29 @@ int main(int argc, char** argv) {
   try {
     streamlock::Client client(options);
 
-    // 1. The lock (and the pending-map entry).
-    auto lock = client.acquireStreamLock(config.chatId, config.streamId,
-                                         std::chrono::milliseconds{config.waitLockMs});
+    // 1. The lock (and the pending-map entry). A busy lock is waited for in short slices, with the
+    // stop signals looked at between them: SIGINT or SIGTERM during the wait ends it at once, and a
+    // worker told to stop never starts a stream (a lock taken as the signal came is released unused).
+    std::optional<streamlock::StreamLock> lock;
+    int stopSignal = 0;
+    const auto waitUntil = std::chrono::steady_clock::now() + std::chrono::milliseconds{config.waitLockMs};
+    for (;;) {
+      const auto left =
+          std::chrono::duration_cast<std::chrono::milliseconds>(waitUntil - std::chrono::steady_clock::now());
+      const auto slice = std::clamp(left, std::chrono::milliseconds{0}, kWaitSlice);
+      lock = client.acquireStreamLock(config.chatId, config.streamId, slice);
+      stopSignal = waitForSignal(stopSignals, std::chrono::milliseconds{0});
+      if (lock || stopSignal != 0 || left <= slice) break;
+    }
+    if (stopSignal != 0) {
+      const char* name = stopSignal == SIGINT ? "SIGINT" : "SIGTERM";
+      report("stopping", fmt::format("stopping on {} before the stream started", name), {{"signal", name}});
+      if (lock) {
+        const char* outcome = streamlock::toString(lock->release());
+        report("lock_released", fmt::format("lock release: {}", outcome), {{"outcome", outcome}});
+      }
+      return kDone;
+    }
     if (!lock) {
       complain("lock_busy", fmt::format("chat {} already has an active stream", config.chatId),
                {{"chat_id", config.chatId}});
@@ -293,7 +325,6 @@ int main(int argc, char** argv) {
     std::optional<std::chrono::steady_clock::time_point> crashAt;
     if (config.crashAfterS) crashAt = start + std::chrono::seconds{*config.crashAfterS};
     auto nextTick = start + std::chrono::seconds{1};
-    int stopSignal = 0;
     while (!lost && stopSignal == 0) {
       const auto now = std::chrono::steady_clock::now();
       if (crashAt && now >= *crashAt) crash();

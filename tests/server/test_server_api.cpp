@@ -113,6 +113,30 @@ TEST_CASE("list: 401 for a missing, malformed, unknown or revoked token", "[serv
   CHECK(revoked.json() == Json{{"error", "Unauthorized"}});
 }
 
+TEST_CASE("a token is the Authorization header's bytes as sent: never percent-decoded", "[server][auth]") {
+  Server server(sharedRedisFlags());
+  Sql& sql = TestDatabase::get().sql();
+  Seed seed(sql);
+  const auto caller = newCaller(seed);
+  const auto path = chatListPath(caller.workspaceId);
+  REQUIRE(server.get(path, caller.token).status == 200);
+
+  // "%74ok_..." is not the token "tok_...": its SHA-256 is in no api_keys row, so it is unknown.
+  const std::string spelled = "%74" + caller.token.substr(1);
+  REQUIRE(caller.token.front() == 't');
+  CHECK(server.get(path, spelled).status == 401);
+  CHECK(server.get(path, "%u0074" + caller.token.substr(1)).status == 401);
+  const auto chatId = seed.chat(caller.userId, caller.workspaceId);
+  CHECK(server.get("/api/mothership/chats/" + chatId, spelled).status == 401);
+
+  // And a key whose token holds a '%' works as sent.
+  const std::string withPercent = "tok%41" + caller.token.substr(4);
+  sql.exec("INSERT INTO api_keys (token_sha256, user_id) VALUES (encode(sha256(convert_to($1, 'UTF8')), 'hex'), $2)",
+           {withPercent, caller.userId});
+  CHECK(server.get(path, withPercent).status == 200);
+  CHECK(server.get(path, "tokA" + caller.token.substr(4)).status == 401);
+}
+
 TEST_CASE("list: 400 for a missing, empty or repeated workspaceId and a bad or repeated scope", "[server]") {
   Server server(sharedRedisFlags());
   Seed seed(TestDatabase::get().sql());
@@ -422,6 +446,29 @@ TEST_CASE("startup: a bad flag or an unreachable database exits non-zero with on
   Subprocess help({serverBinary(), "--help"});
   CHECK(help.wait(std::chrono::seconds{30}) == std::optional<int>(0));
   CHECK(help.readAll(std::chrono::seconds{5}).find("--listen") != std::string::npos);
+}
+
+TEST_CASE("stream_worker: a bad flag exits 2 with one line naming it, even as the last argument", "[server][startup]") {
+  auto run = [](std::vector<std::string> args) {
+    args.insert(args.begin(), workerBinary());
+    Subprocess process(args, {{"DATABASE_URL", std::nullopt}, {"REDIS_URL", std::nullopt}});
+    const auto code = process.wait(std::chrono::seconds{60});
+    return std::make_pair(code, process.stderrText());
+  };
+  const auto chatId = "5eed0000-0000-4000-8000-000000000001";
+  // An unknown flag last is unknown, not a known flag missing its value.
+  const auto unknownLast = run({"--chat-id", chatId, "--no-such-flag"});
+  CHECK(unknownLast.first == std::optional<int>(2));
+  CHECK(unknownLast.second == "stream_worker: unknown flag --no-such-flag (see --help)\n");
+  const auto unknownFirst = run({"--no-such-flag", "1", "--chat-id", chatId});
+  CHECK(unknownFirst.first == std::optional<int>(2));
+  CHECK(unknownFirst.second == "stream_worker: unknown flag --no-such-flag (see --help)\n");
+  const auto missingValue = run({"--chat-id", chatId, "--duration-s"});
+  CHECK(missingValue.first == std::optional<int>(2));
+  CHECK(missingValue.second == "stream_worker: --duration-s needs a value (see --help)\n");
+  const auto badValue = run({"--chat-id", chatId, "--wait-lock-ms", "-1"});
+  CHECK(badValue.first == std::optional<int>(2));
+  CHECK(badValue.second == "stream_worker: invalid value for --wait-lock-ms (see --help)\n");
 }
 
 TEST_CASE("startup: works on existing tables owned by someone else, without CREATE privilege", "[server][startup]") {

@@ -221,3 +221,80 @@ TEST_CASE("a stream_worker that runs to the end clears its marker and releases i
   CHECK(world.seed.marker(chatId) == std::nullopt);
   redis.deleteLock(chatId);
 }
+
+namespace {
+
+// How many SET commands a Redis server has run (INFO commandstats).
+long long setCalls(Redis& redis) {
+  const std::string stats = redis.info("commandstats");
+  const auto at = stats.find("cmdstat_set:");
+  if (at == std::string::npos) return 0;
+  const auto calls = stats.find("calls=", at);
+  return std::stoll(stats.substr(calls + 6));
+}
+
+}  // namespace
+
+TEST_CASE("a stream_worker stopped with SIGTERM clears its marker, releases its lock and exits 0",
+          "[server][reconcile][worker]") {
+  const Server server(sharedRedisFlags());  // creates the schema
+  World world;
+  Redis redis(requireEnv("STREAMLOCK_TEST_REDIS_URL"));
+  const auto chatId = world.seed.chat(world.caller.userId, world.caller.workspaceId);
+  Subprocess worker({workerBinary(), "--chat-id", chatId, "--stream-id", "stream-sigterm", "--duration-s", "600",
+                     "--database-url", TestDatabase::get().conninfo(), "--redis-url",
+                     requireEnv("STREAMLOCK_TEST_REDIS_URL")});
+  bool marked = false;
+  while (const auto line = worker.readLine(std::chrono::seconds{30})) {
+    if (line->find("marker written") != std::string::npos) {
+      marked = true;
+      break;
+    }
+  }
+  REQUIRE(marked);
+  CHECK(world.seed.marker(chatId) == std::optional<std::string>("stream-sigterm"));
+  CHECK(redis.lockOwner(chatId) == std::optional<std::string>("stream-sigterm"));
+
+  worker.signal(SIGTERM);
+  CHECK(worker.wait(std::chrono::seconds{30}) == std::optional<int>(0));
+  CHECK(world.seed.marker(chatId) == std::nullopt);
+  CHECK(redis.lockOwner(chatId) == std::nullopt);
+}
+
+TEST_CASE("a stream_worker waiting for a busy lock (--wait-lock-ms) stops at once on SIGTERM, and never starts",
+          "[server][reconcile][worker]") {
+  const Server server(sharedRedisFlags());  // creates the schema
+  World world;
+  PrivateRedis privateRedis;  // its own, so that its SET count is the worker's alone
+  Redis redis(privateRedis.url());
+  const auto chatId = world.seed.chat(world.caller.userId, world.caller.workspaceId);
+  redis.setLock(chatId, "someone-else", 600);
+  const auto setsBefore = setCalls(redis);
+
+  Subprocess worker({workerBinary(), "--chat-id", chatId, "--stream-id", "stream-waiting", "--duration-s", "600",
+                     "--wait-lock-ms", "120000", "--database-url", TestDatabase::get().conninfo(), "--redis-url",
+                     privateRedis.url()});
+  // The worker is waiting once its SET NX has been refused (its signals are blocked by then).
+  REQUIRE(eventually([&] { return setCalls(redis) > setsBefore; }));
+
+  worker.signal(SIGTERM);
+  // Stopped within seconds, not after the 120 s wait, and as a SIGTERM: exit 0.
+  CHECK(worker.wait(std::chrono::seconds{10}) == std::optional<int>(0));
+  // Told to stop, it never started a stream: no marker, and the other stream's lock untouched.
+  CHECK(world.seed.marker(chatId) == std::nullopt);
+  CHECK(redis.lockOwner(chatId) == std::optional<std::string>("someone-else"));
+
+  // The other stream ends while a second waiting worker is told to stop: that one must not take the
+  // chat afterwards either (SIGTERM first, then the lock frees up).
+  Subprocess second({workerBinary(), "--chat-id", chatId, "--stream-id", "stream-waiting-2", "--duration-s", "600",
+                     "--wait-lock-ms", "120000", "--database-url", TestDatabase::get().conninfo(), "--redis-url",
+                     privateRedis.url()});
+  const auto setsNow = setCalls(redis);
+  REQUIRE(eventually([&] { return setCalls(redis) > setsNow; }));
+  second.signal(SIGTERM);
+  redis.deleteLock(chatId);
+  CHECK(second.wait(std::chrono::seconds{10}) == std::optional<int>(0));
+  CHECK(second.readAll(std::chrono::seconds{5}).find("marker written") == std::string::npos);
+  CHECK(world.seed.marker(chatId) == std::nullopt);
+  CHECK(redis.lockOwner(chatId) == std::nullopt);
+}

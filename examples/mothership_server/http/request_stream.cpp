@@ -48,13 +48,28 @@ bool isMalformedHeaderLine(std::string_view line) {
 RequestStream::RequestStream(int sock, std::string_view head, std::string& out, const Address& remote,
                              const Address& local)
     : sock_(sock), head_(head), out_(out), remote_(remote), local_(local) {
-  if (!hasRangeHeader(head)) return;
+  // httplib 0.11 percent-decodes every header value ("Authorization: Bearer %74ok" reaches the
+  // handler as "Bearer tok"): a '%' of a header line is passed on as "%25", which it decodes back
+  // into '%', so that each header value is the bytes the client sent.
+  const auto headerLines = std::min(head.find('\n'), head.size());
+  const bool hasPercent = head.find('%', headerLines) != std::string_view::npos;
+  if (!hasPercent && !hasRangeHeader(head)) return;
   std::size_t start = 0;
   for (bool first = true; start < head.size(); first = false) {
     const auto end = std::min(head.find('\n', start), head.size() - 1) + 1;
     const auto line = head.substr(start, end - start);
-    if (first || !isRangeHeader(line)) filtered_.append(line);
     start = end;
+    if (first) {
+      filtered_.append(line);  // the request line: its target is decoded as a URL, as it should be
+    } else if (!isRangeHeader(line)) {
+      for (const char c : line) {
+        if (c == '%') {
+          filtered_.append("%25");
+        } else {
+          filtered_ += c;
+        }
+      }
+    }
   }
   head_ = filtered_;
 }

@@ -29,7 +29,9 @@ struct Address {
 class RequestStream final : public httplib::Stream {
  public:
   // head: the request's bytes up to and including the empty line that ends its headers. out: where
-  // the response goes. Both, and the addresses, outlive the stream.
+  // the response goes. Both, and the addresses, outlive the stream. httplib reads the head with its
+  // Range lines left out, and with each '%' of a header line as "%25", which httplib's decoding of
+  // header values turns back into '%': a header value is what the client sent.
   RequestStream(int sock, std::string_view head, std::string& out, const Address& remote, const Address& local);
 
   bool is_readable() const override { return pos_ < head_.size(); }
@@ -42,7 +44,7 @@ class RequestStream final : public httplib::Stream {
 
  private:
   const int sock_;
-  std::string filtered_;  // the head without its Range lines, when it had any
+  std::string filtered_;  // the head without its Range lines and with '%' of header lines as "%25", when needed
   std::string_view head_;
   std::size_t pos_ = 0;
   std::string& out_;
