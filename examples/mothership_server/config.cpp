@@ -79,7 +79,7 @@ Serves the mothership chat API with active-stream markers reconciled against Red
                             (libpq pipeline mode; default 32, 1 to 1024; 1: one at a time)
   --redis-timeout-ms N      deadline of one Redis lookup on the read path (default 250)
   --pg-timeout-ms N         deadline of one PostgreSQL statement (default 5000)
-  --lock-ttl-s N            stream-lock TTL in seconds (default 60)
+  --lock-ttl-s N            stream-lock TTL in seconds, 2 to 86400 (default 60)
   --seed-demo               insert a demo user, workspace and chats, and print a bearer token
                             (text logs only: JSON lines never carry a token)
   --log-format text|json    log lines as text (default) or one JSON object each
@@ -175,7 +175,8 @@ ParsedFlags parseFlags(int argc, const char* const* argv, const EnvLookup& env) 
     } else if (arg == "--lock-ttl-s") {
       if (!takeValue()) return missing();
       long seconds = 0;
-      if (!parseNumber(value, seconds) || seconds <= 0 || seconds > 86400) return invalid();
+      // At least 2: the heartbeat must be answered (1 s) with 500 ms to spare inside the TTL.
+      if (!parseNumber(value, seconds) || seconds < 2 || seconds > 86400) return invalid();
       config.lockTtl = std::chrono::seconds{seconds};
     } else {
       return FlagError{"unknown flag " + std::string(arg), config.logFormat};

@@ -56,7 +56,8 @@ Runs one simulated stream for a chat with the streamlock writer protocol.
   --redis-tls-cert FILE     client certificate (PEM), for a Redis that requires one
   --redis-tls-key FILE      its private key (PEM)
   --duration-s N            how long to "generate" (default 30)
-  --lock-ttl-s N            lock TTL in seconds; the heartbeat runs every TTL/3 (default 60)
+  --lock-ttl-s N            lock TTL in seconds, at least 2; the heartbeat runs every TTL/3
+                            (default 60)
   --wait-lock-ms N          how long to wait for a busy lock (default 0); SIGINT or SIGTERM
                             ends the wait at once (exit 0)
   --crash-after-s N         die with SIGKILL after N seconds, leaving the marker behind
@@ -192,7 +193,7 @@ std::optional<WorkerConfig> parseFlags(int argc, char** argv, int* exitCode) {
     } else if (arg == "--duration-s") {
       ok = parseSeconds(value, config.durationS, 0);
     } else if (arg == "--lock-ttl-s") {
-      ok = parseSeconds(value, config.lockTtlS, 1);
+      ok = parseSeconds(value, config.lockTtlS, 2);  // an extend answered (1 s) with 500 ms to spare
     } else if (arg == "--wait-lock-ms") {
       ok = parseSeconds(value, config.waitLockMs, 0);
     } else if (arg == "--crash-after-s") {

@@ -430,6 +430,14 @@ TEST_CASE("startup: a bad flag or an unreachable database exits non-zero with on
   CHECK(*badValue.first != 0);
   CHECK(lineCount(badValue.second) == 1);
 
+  // A TTL the library would refuse (the heartbeat needs 1 s plus 500 ms inside it) is a bad value
+  // of the flag, named as such, not a message about an option the user cannot set.
+  const auto shortTtl = run({"--lock-ttl-s", "1", "--database-url", TestDatabase::get().conninfo()});
+  REQUIRE(shortTtl.first.has_value());
+  CHECK(*shortTtl.first == 2);
+  CHECK(lineCount(shortTtl.second) == 1);
+  CHECK(shortTtl.second.find("--lock-ttl-s") != std::string::npos);
+
   const auto noDatabase = run({});
   REQUIRE(noDatabase.first.has_value());
   CHECK(*noDatabase.first != 0);
@@ -469,6 +477,9 @@ TEST_CASE("stream_worker: a bad flag exits 2 with one line naming it, even as th
   const auto badValue = run({"--chat-id", chatId, "--wait-lock-ms", "-1"});
   CHECK(badValue.first == std::optional<int>(2));
   CHECK(badValue.second == "stream_worker: invalid value for --wait-lock-ms (see --help)\n");
+  const auto shortTtl = run({"--chat-id", chatId, "--lock-ttl-s", "1"});
+  CHECK(shortTtl.first == std::optional<int>(2));
+  CHECK(shortTtl.second == "stream_worker: invalid value for --lock-ttl-s (see --help)\n");
 }
 
 TEST_CASE("startup: works on existing tables owned by someone else, without CREATE privilege", "[server][startup]") {
