@@ -11,6 +11,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <memory>
 #include <optional>
 #include <random>
 #include <string>
@@ -300,8 +301,10 @@ int main(int argc, char** argv) {
 
     // 3. The heartbeat starts at once, so that a slow marker write cannot outlast the TTL; ownership
     // lost means stop producing.
-    std::atomic<bool> lost{false};
-    auto heartbeat = lock->startHeartbeat([&lost](const std::string&, const std::string&) { lost = true; });
+    // Shared with the callback: a loss reported just before the heartbeat stops may run on the
+    // callback thread after this scope has ended.
+    const auto lost = std::make_shared<std::atomic<bool>>(false);
+    auto heartbeat = lock->startHeartbeat([lost](const std::string&, const std::string&) { *lost = true; });
 
     // 2. The marker. If it cannot be written, give up and release the lock.
     bool marked = false;
@@ -326,7 +329,7 @@ int main(int argc, char** argv) {
     std::optional<std::chrono::steady_clock::time_point> crashAt;
     if (config.crashAfterS) crashAt = start + std::chrono::seconds{*config.crashAfterS};
     auto nextTick = start + std::chrono::seconds{1};
-    while (!lost && stopSignal == 0) {
+    while (!*lost && stopSignal == 0) {
       const auto now = std::chrono::steady_clock::now();
       if (crashAt && now >= *crashAt) crash();
       if (now >= end) break;
@@ -342,7 +345,7 @@ int main(int argc, char** argv) {
       const char* name = stopSignal == SIGINT ? "SIGINT" : "SIGTERM";
       report("stopping", fmt::format("stopping early on {}", name), {{"signal", name}});
     }
-    if (lost) complain("ownership_lost", "lock ownership lost: stopped producing");
+    if (*lost) complain("ownership_lost", "lock ownership lost: stopped producing");
 
     // 4. Clear our own marker (compare-and-clear), 5. release our own lock (compare-and-delete).
     try {
@@ -355,7 +358,7 @@ int main(int argc, char** argv) {
     }
     const char* outcome = streamlock::toString(lock->release());
     report("lock_released", fmt::format("lock release: {}", outcome), {{"outcome", outcome}});
-    if (lost) return kLost;
+    if (*lost) return kLost;
     return exitCode == kFailed ? kFailed : kDone;
   } catch (const streamlock::Error& error) {
     complain("failed", error.what(), {{"code", streamlock::toString(error.code())}});
