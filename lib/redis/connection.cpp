@@ -204,7 +204,10 @@ void RedisConnection::onIo(std::uint32_t events) {
       return;
     }
     if (state_ != State::Open) return;
-    if (events & (EPOLLIN | EPOLLHUP | EPOLLERR)) readReplies();
+    // Room to write with nothing to write: a TLS read that had to write first (a TLS 1.3 key
+    // update answered into a full send buffer) waits for it; retried here, else the level-triggered
+    // EPOLLOUT would fire again and again.
+    if ((events & (EPOLLIN | EPOLLHUP | EPOLLERR)) || ((events & EPOLLOUT) && out_.empty())) readReplies();
     if (alive.expired() || state_ != State::Open) return;
     if (!out_.empty()) {
       flush();
