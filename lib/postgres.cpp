@@ -160,6 +160,7 @@ class PgPoolState {
     PgPoolConfig config = configOf(options_);
     if (wiring.maxInFlight > 0) config.maxInFlight = wiring.maxInFlight;
     config.stallAfter = wiring.stallAfter;
+    config.demotions = std::move(wiring.demotions);
     core_ = std::make_unique<PgPoolCore>(loop_, std::move(config), std::move(wiring.logger));
   }
 

@@ -237,3 +237,20 @@ TEST_CASE("close: later calls throw ShutDown") {
   REQUIRE(error);
   CHECK(error->code() == ErrorCode::ShutDown);
 }
+
+TEST_CASE("a conninfo URI that does not parse is refused without its password, wherever the password is") {
+  test::CapturedLog log;
+  PostgresOptions options;
+  SECTION("the password in the query string") {
+    options.conninfo = "postgresql://postgres@127.0.0.1:5432/db?password=s3cr3t-pw&no_such_option=1";
+  }
+  SECTION("a password with a malformed percent-escape, which libpq quotes back") {
+    options.conninfo = "postgresql://postgres:s3cr3t-pw%zz@127.0.0.1:5432/db";
+  }
+  const auto error = errorOf([&] { PgPool pool(options, log.logger()); });
+  REQUIRE(error);
+  INFO(error->what());
+  CHECK(error->code() == ErrorCode::InvalidArgument);
+  CHECK(std::string(error->what()).find("s3cr3t-pw") == std::string::npos);
+  CHECK_FALSE(log.contains("s3cr3t-pw"));
+}

@@ -91,14 +91,21 @@ ClientCore::ClientCore(Options options)
       releaseSha_(sha1Hex(protocol::kReleaseScript)) {
   if (redisUrl_ && redisUrl_->tls) tls_ = TlsContext::create(tlsSettings(options_.redis.tls));
   if (!options_.postgres.conninfo.empty()) {
-    postgres_ = PgPoolAccess::make(PgPoolWiring{loop_, delivery_, options_.postgres, logger_});
+    // One memory of hung hosts for both pools: a host the main pool found hung is tried last by
+    // the repairs too, and the other way round.
+    auto demotions = std::make_shared<std::vector<Deadline>>();
+    PgPoolWiring main{loop_, delivery_, options_.postgres, logger_};
+    main.demotions = demotions;
+    postgres_ = PgPoolAccess::make(std::move(main));
     // Repairs get sessions whose server-side timeouts abort a statement blocked on a row lock.
     PostgresOptions repair = options_.postgres;
     repair.poolSize = options_.repair.poolSize;
     repair.acquireTimeout = options_.repair.lockTimeout;
     repair.settings.emplace_back("lock_timeout", std::to_string(options_.repair.lockTimeout.count()) + "ms");
     repair.settings.emplace_back("statement_timeout", std::to_string(options_.repair.statementTimeout.count()) + "ms");
-    repairPostgres_ = PgPoolAccess::make(PgPoolWiring{loop_, delivery_, std::move(repair), logger_});
+    PgPoolWiring repairs{loop_, delivery_, std::move(repair), logger_};
+    repairs.demotions = demotions;
+    repairPostgres_ = PgPoolAccess::make(std::move(repairs));
   }
   ForkRegistry::add(this);
 }

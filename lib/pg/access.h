@@ -24,6 +24,8 @@ struct PgPoolWiring {
   Logger logger;
   std::size_t maxInFlight = 0;         // statements pipelined per connection; 0: options.pipelineDepth
   Milliseconds stallAfter{100};        // see PgPoolConfig
+  // The host demotions shared by the pools of one Client (see PgTargets::Demotions); null: own.
+  std::shared_ptr<std::vector<Deadline>> demotions = nullptr;
 };
 
 struct PgPoolAccess {

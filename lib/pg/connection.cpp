@@ -35,9 +35,23 @@ PgTargets::Keywords parseConninfo(const std::string& conninfo) {
   if (!parsed) {
     std::string why = error ? pgOneLine(error) : "out of memory";
     PQfreemem(error);
-    // libpq may quote part of the string; never echo what could be a password.
+    // libpq may quote part of the string (a keyword, a value, a URI token such as a password
+    // with a bad percent-escape); never echo what could be a password.
     if (why.find("password") != std::string::npos) why = "malformed";
-    std::string shown = conninfo.find("://") != std::string::npos ? " " + redactUrl(conninfo) : "";
+    for (std::string::size_type open = why.find('"'); open != std::string::npos; open = why.find('"', open + 5)) {
+      const auto close = why.find('"', open + 1);
+      if (close == std::string::npos) break;
+      why.replace(open, close - open + 1, "\"...\"");
+    }
+    // A URI without its password (user:password@) and without its query string, which may hold
+    // one (?password=...).
+    std::string shown;
+    if (conninfo.find("://") != std::string::npos) {
+      std::string redacted = redactUrl(conninfo);
+      const auto query = redacted.find('?', redacted.find("://"));
+      if (query != std::string::npos) redacted.replace(query, std::string::npos, "?...");
+      shown = " " + redacted;
+    }
     throw Error(ErrorCode::InvalidArgument, "invalid PostgreSQL connection string" + shown + " (" + why + ")");
   }
   PgTargets::Keywords out;
@@ -75,7 +89,7 @@ bool passed(Deadline deadline) { return Clock::now() >= deadline; }
 
 }  // namespace
 
-PgTargets::PgTargets(const PostgresOptions& options) {
+PgTargets::PgTargets(const PostgresOptions& options, std::shared_ptr<Demotions> shared) {
   Keywords common;
   std::optional<std::vector<std::string>> hosts, addresses, ports;
   std::string settings;
@@ -109,6 +123,14 @@ PgTargets::PgTargets(const PostgresOptions& options) {
     throw Error(ErrorCode::InvalidArgument, "invalid PostgreSQL connection string: " + std::to_string(ports->size()) +
                                                 " port numbers for " + std::to_string(count) + " hosts");
   }
+  for (auto& [key, value] : common) {
+    if (key == "target_session_attrs" && value == "prefer-standby") {
+      // Each attempt is one libpq connect to one host, where prefer-standby would accept a primary
+      // at once: ask for a standby, and for any host in a second pass over the list.
+      preferStandby_ = true;
+      value = "standby";
+    }
+  }
   for (std::size_t i = 0; i < count; ++i) {
     Host host;
     host.keywords = common;
@@ -125,18 +147,28 @@ PgTargets::PgTargets(const PostgresOptions& options) {
     if (ports) port = ports->size() == 1 ? ports->front() : (*ports)[i];
     if (!port.empty()) host.keywords.emplace_back("port", port);
     host.label = (name.empty() ? std::string("default host") : name) + ":" + (port.empty() ? "default port" : port);
+    if (preferStandby_) {
+      host.fallback = host.keywords;
+      for (auto& [key, value] : host.fallback) {
+        if (key == "target_session_attrs") value = "any";
+      }
+    }
     hosts_.push_back(std::move(host));
   }
+  if (shared && shared->empty()) shared->resize(hosts_.size());
+  demoted_ = shared && shared->size() == hosts_.size() ? std::move(shared)
+                                                        : std::make_shared<Demotions>(hosts_.size());
 }
 
 std::vector<std::size_t> PgTargets::order(Deadline now) const {
+  const Demotions& demoted = *demoted_;
   std::vector<std::size_t> out;
   out.reserve(hosts_.size());
   for (std::size_t i = 0; i < hosts_.size(); ++i) {
-    if (hosts_[i].demotedUntil <= now) out.push_back(i);
+    if (demoted[i] <= now) out.push_back(i);
   }
   for (std::size_t i = 0; i < hosts_.size(); ++i) {
-    if (hosts_[i].demotedUntil > now) out.push_back(i);
+    if (demoted[i] > now) out.push_back(i);
   }
   return out;
 }
@@ -163,60 +195,80 @@ void PgConnection::connect() {
   connectDeadline_ = saturatingAdd(now, config_.connectTimeout);
   hostsLeft_ = targets_.order(now);
   std::reverse(hostsLeft_.begin(), hostsLeft_.end());  // taken from the back
+  fallbackPass_ = false;
+  fallbackLeft_ = targets_.preferStandby();
   startAttempt();
 }
 
 void PgConnection::startAttempt() {
-  while (!hostsLeft_.empty() && !passed(connectDeadline_)) {
+  for (;;) {
+    if (hostsLeft_.empty() && fallbackLeft_ && !passed(connectDeadline_)) {
+      // prefer-standby found no standby: any host will do now, those that timed out last.
+      fallbackLeft_ = false;
+      fallbackPass_ = true;
+      hostsLeft_ = targets_.order(Clock::now());
+      std::reverse(hostsLeft_.begin(), hostsLeft_.end());
+    }
+    if (hostsLeft_.empty() || passed(connectDeadline_)) break;
     host_ = hostsLeft_.back();
     hostsLeft_.pop_back();
     // The last host left gets the rest of the connect deadline: nothing else is left to try.
-    attemptDeadline_ = hostsLeft_.empty()
+    attemptDeadline_ = hostsLeft_.empty() && !fallbackLeft_
                            ? connectDeadline_
                            : std::min(connectDeadline_, deadlineIn(config_.hostAttemptTimeout));
-    std::vector<const char*> keys, values;
-    for (const auto& [key, value] : targets_.keywords(host_)) {
-      keys.push_back(key.c_str());
-      values.push_back(value.c_str());
-    }
-    keys.push_back(nullptr);
-    values.push_back(nullptr);
-    conn_ = PQconnectStartParams(keys.data(), values.data(), 0);
-    if (conn_ == nullptr) {
-      connectErrors_ += targets_.label(host_) + ": out of memory; ";
-      attemptTimedOut_ = false;
-      continue;
-    }
-    // Server notices (e.g. "table does not exist, skipping") are not errors; keep them off stderr.
-    PQsetNoticeProcessor(conn_, ignoreNotice, nullptr);
-    if (PQstatus(conn_) == CONNECTION_BAD) {
-      connectErrors_ += targets_.label(host_) + ": " + pgOneLine(PQerrorMessage(conn_)) + "; ";
-      attemptTimedOut_ = false;
-      PQfinish(conn_);
-      conn_ = nullptr;
-      continue;
-    }
-    timer_ = loop_.at(attemptDeadline_, [this] {
-      timer_ = 0;
-      const bool others = !hostsLeft_.empty() && !passed(connectDeadline_);
-      if (others) {
-        targets_.demote(host_, deadlineIn(config_.demoteFor));
-        log(LogLevel::Warning, "PostgreSQL host " + targets_.label(host_) + " did not answer within " +
-                                   std::to_string(config_.hostAttemptTimeout.count()) +
-                                   " ms; trying the next host (this one is tried last for " +
-                                   std::to_string(config_.demoteFor.count() / 1000) + " s)");
-      }
-      attemptFailed("timed out", true);
-    });
-    // As if PQconnectPoll had answered PGRES_POLLING_WRITING, as libpq's documentation says.
-    watchConnect(PGRES_POLLING_WRITING);
-    return;
+    const PgTargets::Keywords& keywords = fallbackPass_ ? targets_.fallbackKeywords(host_) : targets_.keywords(host_);
+    if (launch(keywords)) return;
   }
   finishConnect(Error(attemptTimedOut_ || passed(connectDeadline_) ? ErrorCode::Timeout : ErrorCode::ConnectFailed,
                       attemptTimedOut_ || passed(connectDeadline_)
                           ? "connecting to PostgreSQL timed out (" + connectErrors_ + "deadline " +
                                 std::to_string(config_.connectTimeout.count()) + " ms)"
                           : "cannot connect to PostgreSQL: " + connectErrors_.substr(0, connectErrors_.size() - 2)));
+}
+
+bool PgConnection::launch(const PgTargets::Keywords& keywords) {
+  std::vector<const char*> keys, values;
+  for (const auto& [key, value] : keywords) {
+    keys.push_back(key.c_str());
+    values.push_back(value.c_str());
+  }
+  keys.push_back(nullptr);
+  values.push_back(nullptr);
+  conn_ = PQconnectStartParams(keys.data(), values.data(), 0);
+  if (conn_ == nullptr) {
+    connectErrors_ += targets_.label(host_) + ": out of memory; ";
+    attemptTimedOut_ = false;
+    return false;
+  }
+  // Server notices (e.g. "table does not exist, skipping") are not errors; keep them off stderr.
+  PQsetNoticeProcessor(conn_, ignoreNotice, nullptr);
+  if (PQstatus(conn_) == CONNECTION_BAD) {
+    connectErrors_ += targets_.label(host_) + ": " + pgOneLine(PQerrorMessage(conn_)) + "; ";
+    attemptTimedOut_ = false;
+    PQfinish(conn_);
+    conn_ = nullptr;
+    return false;
+  }
+  armAttemptTimer();
+  // As if PQconnectPoll had answered PGRES_POLLING_WRITING, as libpq's documentation says.
+  watchConnect(PGRES_POLLING_WRITING);
+  return true;
+}
+
+void PgConnection::armAttemptTimer() {
+  if (timer_ != 0) return;
+  timer_ = loop_.at(attemptDeadline_, [this] {
+    timer_ = 0;
+    const bool others = (!hostsLeft_.empty() || fallbackLeft_) && !passed(connectDeadline_);
+    if (others) {
+      targets_.demote(host_, deadlineIn(config_.demoteFor));
+      log(LogLevel::Warning, "PostgreSQL host " + targets_.label(host_) + " did not answer within " +
+                                 std::to_string(config_.hostAttemptTimeout.count()) +
+                                 " ms; trying the next host (this one is tried last for " +
+                                 std::to_string(config_.demoteFor.count() / 1000) + " s)");
+    }
+    attemptFailed("timed out", true);
+  });
 }
 
 void PgConnection::attemptFailed(const std::string& why, bool timedOut) {

@@ -34,30 +34,40 @@ class PgConnection;
 class PgTargets {
  public:
   using Keywords = std::vector<std::pair<std::string, std::string>>;
+  // Until when each host is tried last; shared by the pools of one Client (same hosts, same loop
+  // thread), so that a host one of them found hung is tried last by the others too.
+  using Demotions = std::vector<Deadline>;
 
   // Parses options.conninfo (keyword/value string or URI) and adds options.settings to libpq's
   // "options" keyword; connect_timeout is dropped (the caller enforces its own deadlines). Throws
   // Error(InvalidArgument) for a conninfo that does not parse or whose host, hostaddr and port
   // lists do not match, without echoing a password.
-  explicit PgTargets(const PostgresOptions& options);
+  explicit PgTargets(const PostgresOptions& options, std::shared_ptr<Demotions> shared = nullptr);
 
   std::size_t size() const noexcept { return hosts_.size(); }
   const Keywords& keywords(std::size_t host) const noexcept { return hosts_[host].keywords; }
+  // target_session_attrs=prefer-standby: libpq looks for a standby among all the hosts first and
+  // accepts any host only when none is one. A connect then makes two passes over the hosts: the
+  // first with keywords() (which ask for "standby"), the second with these (which ask for "any").
+  bool preferStandby() const noexcept { return preferStandby_; }
+  const Keywords& fallbackKeywords(std::size_t host) const noexcept { return hosts_[host].fallback; }
   // "host:port" for messages (never a password); empty parts are libpq's defaults.
   const std::string& label(std::size_t host) const noexcept { return hosts_[host].label; }
 
   // Host indexes in the order to try at `now`: those not demoted in conninfo order, then the
   // demoted ones in conninfo order.
   std::vector<std::size_t> order(Deadline now) const;
-  void demote(std::size_t host, Deadline until) noexcept { hosts_[host].demotedUntil = until; }
+  void demote(std::size_t host, Deadline until) noexcept { (*demoted_)[host] = until; }
 
  private:
   struct Host {
     Keywords keywords;
+    Keywords fallback;  // prefer-standby's second pass
     std::string label;
-    Deadline demotedUntil{};
   };
   std::vector<Host> hosts_;
+  std::shared_ptr<Demotions> demoted_;
+  bool preferStandby_ = false;
 };
 
 // The outcome of a statement, delivered on the loop thread.
@@ -165,6 +175,8 @@ class PgConnection final : public IoHandler {
   // User statements this connection completed (with any outcome).
   std::uint64_t completed() const noexcept { return completed_; }
   int backendPid() const noexcept;
+  // The index (in PgTargets) of the host this connection connected to, or tries now.
+  std::size_t host() const noexcept { return host_; }
 
   // Ready connections only. Queues the statement in the pipeline (prepare when new, execute, sync)
   // and flushes what the socket takes. False when the connection turned out broken: it is then
@@ -210,6 +222,9 @@ class PgConnection final : public IoHandler {
 
   // Connecting.
   void startAttempt();
+  // Starts libpq's connect with these keywords; false (the error noted) when it failed at once.
+  bool launch(const PgTargets::Keywords& keywords);
+  void armAttemptTimer();
   void attemptFailed(const std::string& why, bool timedOut);
   void pollConnect();
   void watchConnect(int status);
@@ -243,6 +258,8 @@ class PgConnection final : public IoHandler {
   // Connecting: the hosts still to try, the current one, the deadlines, the errors so far.
   std::vector<std::size_t> hostsLeft_;
   std::size_t host_ = 0;
+  bool fallbackPass_ = false;  // prefer-standby's second pass (any host) is under way
+  bool fallbackLeft_ = false;  // prefer-standby's second pass is still to come
   Deadline connectDeadline_{};
   Deadline attemptDeadline_{};
   std::string connectErrors_;

@@ -41,7 +41,7 @@ PgPoolCore::PgPoolCore(Loop& loop, PgPoolConfig config, Logger logger)
     : loop_(loop),
       config_(normalized(std::move(config))),
       logger_(std::move(logger)),
-      targets_(config_.options),
+      targets_(config_.options, config_.demotions),
       self_(std::make_shared<PgPoolCore*>(this)) {
   connectionConfig_.connectTimeout = config_.options.connectTimeout;
   connectionConfig_.hostAttemptTimeout = config_.options.hostAttemptTimeout;
@@ -182,7 +182,15 @@ void PgPoolCore::onTimer(const StatementPtr& statement) {
     // behind others is still waiting for them, whose own time is not up: the connection stays
     // for them, and the result of the one that timed out is dropped when it comes (or, should
     // it still run once they are done, connectionProgress closes the connection then).
-    if (oldest) closeStuck(connection, now, out);
+    if (oldest) {
+      const std::size_t host = connection.host();
+      closeStuck(connection, now, out);
+      // The server may hang as a whole (a frozen host, a partition that keeps TCP sessions, an
+      // old primary after a failover): its idle connections look healthy and each would cost the
+      // next statement a whole timeout. Open fresh ones instead: a hung host then costs one
+      // per-host connect attempt, after which it is tried last.
+      closeIdleOn(host);
+    }
   }
   refreshStats();
   dispatch(out);
@@ -441,6 +449,14 @@ void PgPoolCore::closeIdle() {
   std::vector<PgConnection*> idle;
   for (const auto& connection : connections_) {
     if (connection->ready() && connection->inFlight() == 0) idle.push_back(connection.get());
+  }
+  for (PgConnection* connection : idle) retire(*connection);
+}
+
+void PgPoolCore::closeIdleOn(std::size_t host) {
+  std::vector<PgConnection*> idle;
+  for (const auto& connection : connections_) {
+    if (connection->ready() && connection->inFlight() == 0 && connection->host() == host) idle.push_back(connection.get());
   }
   for (PgConnection* connection : idle) retire(*connection);
 }

@@ -29,6 +29,8 @@ struct PgPoolConfig {
   // client_connection_check_interval of the sessions (servers >= 14); 0: not set. Not set either
   // when options.settings sets it.
   Milliseconds connectionCheckInterval{1000};
+  // Shared with the other pools of the same Client (see PgTargets::Demotions); null: its own.
+  std::shared_ptr<PgTargets::Demotions> demotions = nullptr;
 };
 
 // What libpq cannot carry: a NUL byte in the SQL text or a parameter (text parameters are C
@@ -108,6 +110,7 @@ class PgPoolCore final : private PgConnection::Owner {
   void orphaned(std::vector<PgOrphan> orphans, Completions& out);
   void retire(PgConnection& connection);
   void closeIdle();
+  void closeIdleOn(std::size_t host);
   void refreshStats() noexcept;
   void run(Completions& completions) const noexcept;
   void log(LogLevel level, const std::string& message) const noexcept;
