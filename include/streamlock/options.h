@@ -46,7 +46,10 @@ struct RedisOptions {
   /// Kept for source compatibility; unused since 0.2: one connection per Redis server serves every
   /// caller of the Client, its commands pipelined, so no caller ever waits for a free connection.
   std::size_t poolSize = 8;
-  /// Opening one connection: TCP to each address in turn, the TLS handshake, AUTH and SELECT.
+  /// Opening one connection: TCP to each address in turn, the TLS handshake, AUTH and SELECT. Not
+  /// the lookup of a host name, which the system resolver does (blocking getaddrinfo, on the I/O
+  /// thread) before: a DNS server that does not answer delays every socket of the Client. Give IP
+  /// addresses where that matters.
   Milliseconds connectTimeout{250};
   /// One command or pipeline of the writer side (acquire, heartbeat, release), connecting included.
   Milliseconds commandTimeout{1000};
@@ -60,7 +63,8 @@ struct RedisOptions {
 
 /// PostgreSQL: the markers' database (repair, writeMarker/clearMarker, Client::postgres()).
 struct PostgresOptions {
-  /// A libpq conninfo string or URI. Empty: no database; repair is disabled.
+  /// A libpq conninfo string or URI. Empty: no database; repair is disabled. libpq resolves a host
+  /// name with a blocking getaddrinfo on the I/O thread at each connect (see RedisOptions::connectTimeout).
   std::string conninfo;
   /// Most connections open at once; further callers wait up to acquireTimeout for one.
   std::size_t poolSize = 8;
