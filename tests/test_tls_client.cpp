@@ -9,6 +9,7 @@
 #include <thread>
 #include <vector>
 
+#include "acquired.h"
 #include "capture_log.h"
 #include "client_options.h"
 #include "env.h"
@@ -140,14 +141,9 @@ TEST_CASE("rediss:// to a server that never completes the handshake: deadlines m
   CHECK(client.getActiveChatStreamIds({"chat-1"}).status == LookupStatus::Unknown);
   CHECK(test::elapsedSince(start) < 1s);
   start = std::chrono::steady_clock::now();
-  std::string acquireError;
-  try {
-    auto lock = client.acquireStreamLock("chat-1", "stream-1");
-    (void)lock;
-    FAIL("acquired");
-  } catch (const streamlock::Error& error) {
-    acquireError = error.what();
-  }
+  const auto acquired = test::acquire(client, "chat-1", "stream-1");
+  REQUIRE(acquired.error.has_value());
+  const std::string acquireError = acquired.what;
   CHECK(test::elapsedSince(start) < 2s);
   const std::string stalled = "the TLS handshake with 127.0.0.1:" + std::to_string(silent.port()) + " did not finish";
   (void)test::waitUntil([&] { return log.contains(stalled); }, 3s);
@@ -165,14 +161,9 @@ TEST_CASE("rediss:// with the wrong CA, write path only: the acquire fails and t
   auto options = test::clientOptions(rediss("127.0.0.1", server.port()), log);
   options.redis.tls.caFile = certs.otherCaFile();
   Client client(options);
-  std::string acquireError;
-  try {
-    auto lock = client.acquireStreamLock("chat-1", "stream-1");
-    (void)lock;
-    FAIL("acquired");
-  } catch (const streamlock::Error& error) {
-    acquireError = error.what();
-  }
+  const auto acquired = test::acquire(client, "chat-1", "stream-1");
+  REQUIRE(acquired.error.has_value());
+  const std::string acquireError = acquired.what;
   const std::string peer = "127.0.0.1:" + std::to_string(server.port());
   (void)test::waitUntil([&] { return log.contains("certificate verify failed"); }, 3s);
   INFO("acquire: " << acquireError << "\nlog:\n" << allOf(log));
@@ -201,13 +192,7 @@ TEST_CASE("rediss://user:p%40ss@host: the password is percent-decoded, and never
     options.redis.tls.caFile = certs.caFile();
     Client client(options);
     CHECK(client.getActiveChatStreamIds({"chat-1"}).status == LookupStatus::Unknown);
-    std::string acquireError;
-    try {
-      auto lock = client.acquireStreamLock("chat-1", "stream-1");
-      (void)lock;
-    } catch (const streamlock::Error& error) {
-      acquireError = error.what();
-    }
+    const std::string acquireError = test::acquire(client, "chat-1", "stream-1").what;
     const std::string all = allOf(log) + acquireError;
     INFO(all);
     CHECK_FALSE(all.empty());

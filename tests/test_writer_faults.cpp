@@ -18,6 +18,7 @@
 #include <utility>
 #include <vector>
 
+#include "acquired.h"
 #include "capture_log.h"
 #include "client_options.h"
 #include "env.h"
@@ -41,6 +42,8 @@ using Clock = std::chrono::steady_clock;
 using Value = std::optional<std::string>;
 using namespace std::chrono_literals;
 namespace test = streamlock::test;
+using streamlock::test::Acquired;
+using streamlock::test::acquire;
 using streamlock::test::Watchdog;
 
 namespace {
@@ -131,31 +134,6 @@ TEST_CASE("a Client owned only by a stopped heartbeat's callback is destroyed sa
   CHECK(test::waitUntil([&] { return weak.expired(); }, 10s));
   CHECK(test::waitUntil([&] { return test::threadCount() <= threadsBefore; }, 10s));
 }
-
-namespace {
-
-struct Acquired {
-  std::optional<StreamLock> lock;
-  std::optional<ErrorCode> error;
-  std::string describe() const {
-    if (lock) return "a lock";
-    if (error) return std::string("Error(") + streamlock::toString(*error) + ")";
-    return "nullopt (busy)";
-  }
-};
-
-Acquired acquire(Client& client, const std::string& chat, const std::string& stream,
-                 Milliseconds waitFor = Milliseconds{0}) {
-  Acquired out;
-  try {
-    out.lock = client.acquireStreamLock(chat, stream, waitFor);
-  } catch (const Error& error) {
-    out.error = error.code();
-  }
-  return out;
-}
-
-}  // namespace
 
 // "Blocks at most waitFor + redis.commandTimeout": with lock.waitReplicas the SET is followed by a
 // WAIT on the same connection. Redis answers the SET, then hangs (SIGSTOP) while the WAIT waits for

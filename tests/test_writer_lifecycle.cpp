@@ -43,6 +43,7 @@
 #include <utility>
 #include <vector>
 
+#include "acquired.h"
 #include "capture_log.h"
 #include "client_options.h"
 #include "env.h"
@@ -69,6 +70,8 @@ using Clock = std::chrono::steady_clock;
 using Value = std::optional<std::string>;
 using namespace std::chrono_literals;
 namespace test = streamlock::test;
+using streamlock::test::Acquired;
+using streamlock::test::acquire;
 using streamlock::test::Watchdog;
 
 namespace {
@@ -135,27 +138,6 @@ class LossRecorder {
   std::shared_ptr<State> state_ = std::make_shared<State>();
 };
 
-// What one acquireStreamLock call gave: a lock, nullopt ("busy"), or an Error.
-struct Acquired {
-  std::optional<StreamLock> lock;
-  std::optional<ErrorCode> error;
-  std::string describe() const {
-    if (lock) return "a lock";
-    if (error) return std::string("Error(") + streamlock::toString(*error) + ")";
-    return "nullopt (busy)";
-  }
-};
-
-Acquired acquire(Client& client, const std::string& chat, const std::string& stream,
-                 Milliseconds waitFor = Milliseconds{0}) {
-  Acquired out;
-  try {
-    out.lock = client.acquireStreamLock(chat, stream, waitFor);
-  } catch (const Error& error) {
-    out.error = error.code();
-  }
-  return out;
-}
 
 std::chrono::milliseconds since(Clock::time_point start, Clock::time_point end) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(end - start);
