@@ -179,12 +179,7 @@ void ClientCore::shutdown() noexcept {
     // A first call racing this one either queued its task before (the thread has started: the
     // shutdown runs after it and ends what it started) or finds the loop stopped and fails.
     auto waiter = Waiter<bool>::make();
-    if (loop_.postIfStartedElseStop([this, waiter] {
-          shutdownOnLoop([this, waiter] {
-            markShutdownFinished();
-            waiter->set(true);
-          });
-        })) {
+    if (loop_.postIfStartedElseStop([this, waiter] { shutdownOnLoop([waiter] { waiter->set(true); }); })) {
       waiter->wait();
     } else {
       markShutdownFinished();
@@ -217,7 +212,6 @@ void ClientCore::beginShutdownOnLoop() noexcept {
   try {
     loop_.atEndOfIteration([this] {
       shutdownOnLoop([this] {
-        markShutdownFinished();
         if (quitWhenShutDown_) loop_.stop();  // on the loop thread: leaves after this iteration
       });
     });
@@ -241,7 +235,7 @@ namespace {
 struct ShutdownStep {
   std::function<void()> finish;
   bool done = false;
-  int waiting = 1;  // the shutdown's pipeline, and the releases on the wire when there are some
+  int waiting = 0;  // the shutdown's pipeline, and the releases on the wire, when there are some
   void operator()() {
     if (done) return;
     done = true;
@@ -292,6 +286,7 @@ void ClientCore::shutdownOnLoop(std::function<void()> done) {
     if (redis_) redis_->close(Error(ErrorCode::ShutDown, "the client is shut down"));
     cleanups_.clear();
     cleanupsSent_.clear();
+    markShutdownFinished();  // a shutdown() that did not begin this one may stop the loop now
     done();
   };
   std::vector<std::pair<std::string, std::string>> toDelete;
@@ -307,36 +302,37 @@ void ClientCore::shutdownOnLoop(std::function<void()> done) {
     ++step->waiting;
     releasesDrained_ = [step] { step->partDone(); };
   }
-  if (!redisUrl_ || toDelete.empty()) {
-    if (step->waiting == 1) return (*step)();
-    loop_.at(deadline, [step] { (*step)(); });
-    step->partDone();
-    return;
-  }
-  std::vector<KeyedCommand> commands;
-  for (const auto& [key, streamId] : toDelete) {
-    KeyedCommand& command = commands.emplace_back();
-    command.key = key;
-    appendCommand(command.resp, {"EVAL", protocol::kReleaseScript, "1", key, streamId});
-  }
-  redis().execute(std::move(commands), deadline, [this, step, heldCount](std::vector<CommandOutcome> outcomes) {
-    std::size_t failed = 0;
-    for (std::size_t i = 0; i < outcomes.size(); ++i) {
-      if (outcomes[i].error) {
-        ++failed;
-      } else if (isIntegerOne(outcomes[i].reply.get())) {
-        bump(i < heldCount ? counters_.locksReleased : counters_.orphansCleaned);
+  const bool deleting = redisUrl_ && !toDelete.empty();
+  if (deleting) {
+    std::vector<KeyedCommand> commands;
+    for (const auto& [key, streamId] : toDelete) {
+      KeyedCommand& command = commands.emplace_back();
+      command.key = key;
+      appendCommand(command.resp, {"EVAL", protocol::kReleaseScript, "1", key, streamId});
+    }
+    ++step->waiting;
+    redis().execute(std::move(commands), deadline, [this, step, heldCount](std::vector<CommandOutcome> outcomes) {
+      std::size_t failed = 0;
+      for (std::size_t i = 0; i < outcomes.size(); ++i) {
+        if (outcomes[i].error) {
+          ++failed;
+        } else if (isIntegerOne(outcomes[i].reply.get())) {
+          bump(i < heldCount ? counters_.locksReleased : counters_.orphansCleaned);
+        }
       }
-    }
-    if (failed > 0) {
-      log(LogLevel::Warning, "releasing {} stream locks at shutdown failed (they expire by their TTL): {}", failed,
-          outcomes.front().error ? outcomes.front().error->what() : "connection lost");
-    }
-    step->partDone();
-  });
-  loop_.at(deadline, [this, step, heldCount] {
+      if (failed > 0) {
+        log(LogLevel::Warning, "releasing {} stream locks at shutdown failed (they expire by their TTL): {}", failed,
+            outcomes.front().error ? outcomes.front().error->what() : "connection lost");
+      }
+      step->partDone();
+    });
+  }
+  if (step->waiting == 0) return (*step)();
+  loop_.at(deadline, [this, step, heldCount, deleting] {
     if (step->done) return;
-    log(LogLevel::Warning, "releasing {} stream locks at shutdown timed out (they expire by their TTL)", heldCount);
+    if (deleting) {
+      log(LogLevel::Warning, "releasing {} stream locks at shutdown timed out (they expire by their TTL)", heldCount);
+    }
     (*step)();
   });
 }
