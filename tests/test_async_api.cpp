@@ -328,11 +328,10 @@ void headline(Options options) {
   const auto lastCallReturned = Clock::now();
   const bool allCompleted = calls.waitForCompleted(kBurst, 10s);
 
-  std::vector<Clock::duration> sorted = durations;
-  std::sort(sorted.begin(), sorted.end());
-  const double p50 = ms(sorted[kBurst / 2 - 1]);
-  const double p99 = ms(sorted[kBurst * 99 / 100 - 1]);
-  const double slowest = ms(sorted.back());
+  std::sort(durations.begin(), durations.end());
+  const double p50 = ms(durations[kBurst / 2 - 1]);
+  const double p99 = ms(durations[kBurst * 99 / 100 - 1]);
+  const double slowest = ms(durations.back());
   Clock::time_point lastCompletion{};
   std::size_t insideCall = 0, onCaller = 0, notUnknown = 0, withOwners = 0;
   for (std::size_t i = 0; i < kBurst; ++i) {

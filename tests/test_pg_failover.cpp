@@ -226,7 +226,8 @@ namespace {
 // The parent pid of a process, from /proc/<pid>/stat; 0 when it is gone.
 pid_t parentOf(pid_t pid) {
   std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
-  std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::string stat;
+  std::getline(in, stat);  // one line
   const auto close = stat.rfind(')');
   if (close == std::string::npos) return 0;
   char state = 0;

@@ -19,7 +19,6 @@
 #include <cstddef>
 #include <optional>
 #include <fstream>
-#include <iterator>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -197,7 +196,8 @@ namespace {
 // user + system CPU seconds of a process so far, from /proc/<pid>/stat.
 double cpuSeconds(pid_t pid) {
   std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
-  std::string text((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
+  std::string text;
+  std::getline(stat, text);  // one line
   std::istringstream fields(text.substr(text.rfind(')') + 2));
   std::string field;
   long ticks = 0;
