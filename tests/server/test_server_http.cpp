@@ -330,6 +330,68 @@ TEST_CASE("http: a client that half-closes after its requests still gets every a
   }
 }
 
+TEST_CASE("http: a response answered later says what the request asked for: HEAD, gzip, Connection, HTTP/1.0, a body",
+          "[server][http]") {
+  // The routes that answer later have httplib write their response in a second run of the
+  // request (http_server.h): whatever of the request shapes the response must reach that run.
+  Server server(sharedRedisFlags());
+  Seed seed(TestDatabase::get().sql());
+  const auto caller = newCaller(seed);
+  const auto chatId = seed.chat(caller.userId, caller.workspaceId, "answered later");
+  const auto auth = bearer(caller.token);
+  const auto target = kChats + "/" + chatId;
+  const auto plain = exchange(server.port(), get(target, auth));
+  REQUIRE(plain.status == 200);
+  const auto contentLength = "Content-Length: " + std::to_string(plain.body.size()) + "\r\n";
+
+  SECTION("HEAD: the GET's headers, no body") {
+    const auto answer = exchange(server.port(), request("HEAD", target, auth));
+    INFO(answer.raw);
+    CHECK(answer.status == 200);
+    CHECK(answer.head.find(contentLength) != std::string::npos);
+    CHECK(answer.raw.size() == answer.raw.find("\r\n\r\n") + 4);  // nothing after the head
+  }
+  SECTION("Accept-Encoding: gzip, in any case of its name: a gzip body") {
+    const auto answer = exchange(server.port(), get(target, auth + "accept-ENCODING: gzip\r\n"));
+    INFO(answer.head);
+    CHECK(answer.status == 200);
+    CHECK(answer.head.find("Content-Encoding: gzip") != std::string::npos);
+    CHECK(answer.body.compare(0, 2, "\x1f\x8b") == 0);
+  }
+  SECTION("Connection: close: said back, and the connection closes") {
+    const auto answer = exchange(server.port(), get(target, auth));
+    CHECK(answer.head.find("Connection: close") != std::string::npos);
+    CHECK(answer.closed);
+  }
+  SECTION("HTTP/1.0 with Connection: Keep-Alive stays open; without it, closes") {
+    const int fd = connectTo(server.port());
+    const std::string keepAlive = "GET " + target + " HTTP/1.0\r\nConnection: Keep-Alive\r\n" + auth + "\r\n";
+    CHECK(roundTrip(fd, keepAlive) == 200);
+    CHECK(roundTrip(fd, keepAlive) == 200);
+    close(fd);
+    const auto answer = exchange(server.port(), "GET " + target + " HTTP/1.0\r\n" + auth + "\r\n");
+    CHECK(answer.status == 200);
+    CHECK(answer.closed);
+  }
+  SECTION("a request with a body: answered, then Connection: close") {
+    const int fd = connectTo(server.port());
+    const std::string bytes = "GET " + target + " HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 3\r\n" + auth + "\r\nabc";
+    REQUIRE(send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(bytes.size()));
+    const auto answer = readUntilClosed(fd);
+    close(fd);
+    INFO(answer.raw);
+    CHECK(answer.statuses == std::vector<int>{200});
+    CHECK(lastResponseSaysClose(answer));
+    CHECK(answer.closed);
+  }
+  SECTION("Expect: 100-continue: the interim response, then the answer") {
+    const auto answer = exchange(server.port(), get(target, auth + "Expect: 100-continue\r\nContent-Length: 0\r\n"));
+    INFO(answer.raw);
+    CHECK(answer.raw.compare(0, 25, "HTTP/1.1 100 Continue\r\n\r\n") == 0);
+    CHECK(answer.statuses == std::vector<int>{200});
+  }
+}
+
 TEST_CASE("http: closing with requests still unread, the answers sent reach a client that reads late",
           "[server][http]") {
   Server server(sharedRedisFlags());

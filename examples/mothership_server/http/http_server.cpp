@@ -436,6 +436,7 @@ void HttpServer::runDelivered(Clock::time_point now) {
     if (index >= connections_.size() || !connections_[index] || connections_[index]->serial != answer.serial) continue;
     Connection& c = *connections_[index];
     if (c.state != Connection::State::Answering) continue;
+    c.head = answerHead(c.head);  // what the second run needs of it
     runRequest(c, &answer.fill, now);
   }
 }

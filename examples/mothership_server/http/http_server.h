@@ -16,9 +16,10 @@
 // - a request whose head (request line and headers) is whole goes to httplib's process_request
 //   (request_stream.h). A route that answers at once (404, 405, the page, /metrics) is sent at
 //   once. A route that needs the database or Redis asks for later() (responder.h): its answer is
-//   delivered from the library's I/O thread, and the loop runs process_request on the same head
-//   again with the answer ready, so that httplib writes it as it writes any other (its writer is
-//   private; parsing a head twice costs a few microseconds). The blocking route (/healthz) runs
+//   delivered from the library's I/O thread, and the loop runs process_request again with the
+//   answer ready, so that httplib writes it as it writes any other (its writer is private). That
+//   second run reads only what the writer needs of the head (answerHead, request_stream.h). The
+//   blocking route (/healthz) runs
 //   on a few threads of its own (task_queue.h);
 // - limits no client can exhaust: a deadline and a byte budget per request head, an idle
 //   keep-alive deadline, a write deadline, at most maxConnections open (past them the longest idle

@@ -10,16 +10,18 @@
 namespace mothership {
 namespace {
 
-// A "Range:" header line (any case), which httplib would parse with std::regex and then honour.
-bool isRangeHeader(std::string_view line) {
-  constexpr std::string_view kName = "range:";
-  if (line.size() < kName.size()) return false;
-  for (std::size_t i = 0; i < kName.size(); ++i) {
+// Whether line starts with name (lowercase, with its colon), in any case.
+bool startsWithName(std::string_view line, std::string_view name) {
+  if (line.size() < name.size()) return false;
+  for (std::size_t i = 0; i < name.size(); ++i) {
     const char c = line[i];
-    if ((c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c) != kName[i]) return false;
+    if ((c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c) != name[i]) return false;
   }
   return true;
 }
+
+// A "Range:" header line (any case), which httplib would parse with std::regex and then honour.
+bool isRangeHeader(std::string_view line) { return startsWithName(line, "range:"); }
 
 bool hasRangeHeader(std::string_view head) {
   for (std::size_t at = head.find('\n'); at != std::string_view::npos && at + 1 < head.size(); at = head.find('\n', at + 1)) {
@@ -72,6 +74,30 @@ RequestStream::RequestStream(int sock, std::string_view head, std::string& out, 
     }
   }
   head_ = filtered_;
+}
+
+std::string answerHead(std::string_view head) {
+  static constexpr std::string_view kKept[] = {"connection:", "accept-encoding:", "expect:", "content-length:",
+                                               "transfer-encoding:"};
+  std::string kept;
+  std::size_t start = 0;
+  for (bool first = true; start < head.size(); first = false) {
+    const auto end = std::min(head.find('\n', start), head.size() - 1) + 1;
+    const auto line = head.substr(start, end - start);
+    start = end;
+    if (first) {
+      // "METHOD target VERSION\r\n" (httplib parsed it in the first run): the target is not needed.
+      const auto method = line.find(' ');
+      const auto version = line.rfind(' ');
+      if (method == std::string_view::npos || version == method) return std::string(head);
+      kept.append(line.substr(0, method)).append(" /").append(line.substr(version));
+    } else if (std::any_of(std::begin(kKept), std::end(kKept), [&](std::string_view name) { return startsWithName(line, name); })) {
+      kept.append(line);
+    } else if (line == "\r\n") {
+      kept.append(line);
+    }
+  }
+  return kept;
 }
 
 ssize_t RequestStream::read(char* ptr, size_t size) {
