@@ -213,6 +213,31 @@ TEST_CASE("repairStaleMarkers: compare-and-clear against the value that was read
   CHECK_FALSE(none.failed);
 }
 
+TEST_CASE("a candidate whose id does not fit the id column fails alone: the other stale markers are still cleared") {
+  RepairFixture f;
+  Client client(f.options);
+  const auto a = f.chats.insert("stream-a");
+  const auto b = f.chats.insert("stream-b");
+
+  // The table's id is a uuid: "not-a-uuid" fails its cast, which fails a statement it shares.
+  const auto result = client.repairStaleMarkers({{a, "stream-a"}, {"not-a-uuid", "stream-x"}, {b, "stream-b"}});
+  CHECK(result.cleared == 2);
+  CHECK(result.failed);
+  CHECK(f.chats.marker(a) == std::nullopt);
+  CHECK(f.chats.marker(b) == std::nullopt);
+  CHECK(client.counters().markersRepaired == 2);
+  CHECK(client.counters().repairFailures == 1);
+  CHECK(f.log.contains("repair of 1 of 3 stale stream markers failed"));
+
+  // Through a read: the bad candidate is stale (no lock), repaired alone, and fails alone.
+  const auto c = f.chats.insert("stream-c");
+  const auto read = client.reconcileChatStreamMarkers({{"not-a-uuid", "stream-x"}, {c, "stream-c"}}, withRepair);
+  CHECK(read.status == LookupStatus::Verified);
+  CHECK(read.repair.cleared == 1);
+  CHECK(read.repair.failed);
+  CHECK(f.chats.marker(c) == std::nullopt);
+}
+
 TEST_CASE("repairStaleMarkers without PostgreSQL configured fails without throwing") {
   test::CapturedLog log;
   Client client(test::clientOptions(test::redisUrl(), log));

@@ -205,7 +205,10 @@ class Client {
                                   Completion<ReconcileResult> done) noexcept;
 
   /// Compare-and-clear of all the given markers in ONE statement (protocol::repairSql), writing
-  /// only the marker column. Never throws; needs PostgreSQL configured (else failed). Blocks at most
+  /// only the marker column. When that statement fails on a value that does not convert to its
+  /// column's type (SQLSTATE class 22, e.g. an id that is not a UUID), each marker is tried in a
+  /// statement of its own, so the others are still cleared (cleared counts them, failed is set).
+  /// Never throws; needs PostgreSQL configured (else failed). Blocks at most
   /// repair.lockTimeout + repair.statementTimeout, everything included (pool wait, connect, the
   /// one-time column-type lookup).
   [[nodiscard]] RepairResult repairStaleMarkers(const std::vector<StaleMarker>& markers) noexcept;

@@ -38,6 +38,8 @@
 
 namespace streamlock::detail {
 
+struct StatementLimits;  // pg/connection.h
+
 struct AtomicCounters {
   std::atomic<std::uint64_t> lookupsVerified{0};
   std::atomic<std::uint64_t> lookupsUnknown{0};
@@ -204,6 +206,9 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
 
   // repair.cpp
   void runRepair(std::vector<StaleMarker> markers, Deadline deadline, std::function<void(RepairResult)> done);
+  // runRepair's fallback after a data exception: each marker in a statement of its own.
+  void repairEach(const std::string& sql, const std::shared_ptr<const std::vector<StaleMarker>>& stale,
+                  const StatementLimits& limits, std::function<void(Result<RepairResult>)> finish);
 
   const std::shared_ptr<Delivery> delivery_;
   std::shared_ptr<TlsContext> tls_;  // rediss://: made (and its files checked) by the constructor

@@ -64,19 +64,19 @@ void ClientCore::repair(std::vector<StaleMarker> markers, std::function<void(Rep
 void ClientCore::runRepair(std::vector<StaleMarker> markers, Deadline deadline,
                            std::function<void(RepairResult)> done) {
   const std::size_t count = markers.size();
-  auto operation = std::make_shared<StatementOperation<std::uint64_t>>(
-      [this, count, done = std::move(done)](Result<std::uint64_t> cleared) {
-        RepairResult result;
-        if (cleared) {
-          result.cleared = cleared.value();
-          bump(counters_.markersRepaired, result.cleared);
-          if (result.cleared > 0) log(LogLevel::Info, "repaired {} stale stream markers", result.cleared);
-        } else {
-          result.failed = true;
+  auto operation = std::make_shared<StatementOperation<RepairResult>>(
+      [this, count, done = std::move(done)](Result<RepairResult> outcome) {
+        if (!outcome) {
           bump(counters_.repairFailures);
           log(LogLevel::Warning, "repair of {} stale stream markers failed (a later read retries): {}", count,
-              cleared.error()->what());
+              outcome.error()->what());
+          RepairResult failed;
+          failed.failed = true;
+          return done(failed);
         }
+        const RepairResult result = outcome.value();
+        bump(counters_.markersRepaired, result.cleared);
+        if (result.cleared > 0) log(LogLevel::Info, "repaired {} stale stream markers", result.cleared);
         done(result);
       });
   operation->key = started(operation);
@@ -84,14 +84,21 @@ void ClientCore::runRepair(std::vector<StaleMarker> markers, Deadline deadline,
   limits.acquireBy = deadline;
   limits.timeout = options_.repair.statementTimeout + options_.repair.lockTimeout;
   limits.notAfter = deadline;
-  auto finish = [this, operation](Result<std::uint64_t> outcome) {
+  auto finish = [this, operation](Result<RepairResult> outcome) {
     if (operation->finish(std::move(outcome))) finished(operation->key);
   };
-  auto params = protocol::repairParameters(markers);
-  auto update = [this, params, limits, finish](const std::string& sql) {
-    PgPoolAccess::execute(*repairPostgres_, sql, params, limits, [finish](Result<PgResult> result) {
-      if (!result) return finish(*result.error());
-      finish(result.value().affectedRows());
+  auto stale = std::make_shared<const std::vector<StaleMarker>>(std::move(markers));
+  auto update = [this, stale, limits, finish](const std::string& sql) {
+    PgPoolAccess::execute(*repairPostgres_, sql, protocol::repairParameters(*stale), limits,
+                          [this, stale, sql, limits, finish](Result<PgResult> result) {
+      if (result) return finish(RepairResult{result.value().affectedRows(), false});
+      // A data exception (SQLSTATE class 22: an id or a marker that does not convert to its column's
+      // type) fails the whole statement. Each marker is then tried alone, so that one bad
+      // candidate does not keep the others stale on every read.
+      if (stale->size() > 1 && result.error()->sqlstate().rfind("22", 0) == 0) {
+        return repairEach(sql, stale, limits, finish);
+      }
+      finish(*result.error());
     });
   };
   {
@@ -126,6 +133,37 @@ void ClientCore::runRepair(std::vector<StaleMarker> markers, Deadline deadline,
                   }
                   update(sql);
                 });
+}
+
+void ClientCore::repairEach(const std::string& sql, const std::shared_ptr<const std::vector<StaleMarker>>& stale,
+                            const StatementLimits& limits, std::function<void(Result<RepairResult>)> finish) {
+  struct Tally {
+    std::size_t pending = 0;
+    RepairResult result;
+    std::size_t failed = 0;
+    std::string firstError;
+  };
+  auto tally = std::make_shared<Tally>();
+  tally->pending = stale->size();
+  for (const StaleMarker& marker : *stale) {
+    // Sent together: they pipeline on the pool's connections, under the one deadline.
+    PgPoolAccess::execute(*repairPostgres_, sql, protocol::repairParameters({marker}), limits,
+                          [this, tally, total = stale->size(), finish](Result<PgResult> result) {
+      if (result) {
+        tally->result.cleared += result.value().affectedRows();
+      } else if (tally->failed++ == 0) {
+        tally->firstError = result.error()->what();
+      }
+      if (--tally->pending > 0) return;
+      if (tally->failed > 0) {
+        tally->result.failed = true;
+        bump(counters_.repairFailures);
+        log(LogLevel::Warning, "repair of {} of {} stale stream markers failed (a later read retries): {}",
+            tally->failed, total, tally->firstError);
+      }
+      finish(tally->result);
+    });
+  }
 }
 
 void ClientCore::updateMarker(std::string chatId, std::optional<std::string> streamId, std::string expected,
