@@ -30,6 +30,17 @@ bool hasRangeHeader(std::string_view head) {
   return false;
 }
 
+// Calls each(line, first) for every line of head, its line end included.
+template <typename Each>
+void forEachLine(std::string_view head, Each each) {
+  std::size_t start = 0;
+  for (bool first = true; start < head.size(); first = false) {
+    const auto end = std::min(head.find('\n', start), head.size() - 1) + 1;
+    each(head.substr(start, end - start), first);
+    start = end;
+  }
+}
+
 // RFC 9110 section 5.6.2: tchar.
 bool isTokenChar(char c) {
   if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')) return true;
@@ -56,11 +67,7 @@ RequestStream::RequestStream(int sock, std::string_view head, std::string& out, 
   const auto headerLines = std::min(head.find('\n'), head.size());
   const bool hasPercent = head.find('%', headerLines) != std::string_view::npos;
   if (!hasPercent && !hasRangeHeader(head)) return;
-  std::size_t start = 0;
-  for (bool first = true; start < head.size(); first = false) {
-    const auto end = std::min(head.find('\n', start), head.size() - 1) + 1;
-    const auto line = head.substr(start, end - start);
-    start = end;
+  forEachLine(head, [this](std::string_view line, bool first) {
     if (first) {
       filtered_.append(line);  // the request line: its target is decoded as a URL, as it should be
     } else if (!isRangeHeader(line)) {
@@ -72,31 +79,28 @@ RequestStream::RequestStream(int sock, std::string_view head, std::string& out, 
         }
       }
     }
-  }
+  });
   head_ = filtered_;
 }
 
 std::string answerHead(std::string_view head) {
   static constexpr std::string_view kKept[] = {"connection:", "accept-encoding:", "expect:", "content-length:",
                                                "transfer-encoding:"};
+  // "METHOD target VERSION\r\n" (httplib parsed it in the first run): the target is not needed.
+  const auto requestLine = head.substr(0, head.find('\n'));
+  const auto method = requestLine.find(' ');
+  const auto version = requestLine.rfind(' ');
+  if (method == std::string_view::npos || version == method) return std::string(head);
   std::string kept;
-  std::size_t start = 0;
-  for (bool first = true; start < head.size(); first = false) {
-    const auto end = std::min(head.find('\n', start), head.size() - 1) + 1;
-    const auto line = head.substr(start, end - start);
-    start = end;
+  forEachLine(head, [&](std::string_view line, bool first) {
     if (first) {
-      // "METHOD target VERSION\r\n" (httplib parsed it in the first run): the target is not needed.
-      const auto method = line.find(' ');
-      const auto version = line.rfind(' ');
-      if (method == std::string_view::npos || version == method) return std::string(head);
       kept.append(line.substr(0, method)).append(" /").append(line.substr(version));
-    } else if (std::any_of(std::begin(kKept), std::end(kKept), [&](std::string_view name) { return startsWithName(line, name); })) {
-      kept.append(line);
-    } else if (line == "\r\n") {
+    } else if (line == "\r\n" || std::any_of(std::begin(kKept), std::end(kKept), [&](std::string_view name) {
+                 return startsWithName(line, name);
+               })) {
       kept.append(line);
     }
-  }
+  });
   return kept;
 }
 
