@@ -170,6 +170,34 @@ TEST_CASE("an acquire with waitReplicas gives up by its deadline while Redis han
   CHECK(test::waitUntil([&] { return !admin.exists(key); }, 3s));
 }
 
+// An extend that timed out against a hung Redis still sits in its socket. When the server comes back
+// before the lock expired, it runs and pushes the expiry out by a whole TTL, for a stream that was
+// told it lost the lock and stopped. The lock must not outlive the loss report by that TTL.
+TEST_CASE("a lock whose loss was reported is deleted, even when an extend sent before runs late") {
+  const Watchdog watchdog("late extend", 60s);
+  test::RedisServerProcess server;
+  test::TestRedis admin(server.url());
+  test::CapturedLog log;
+  auto options = test::clientOptions(server.url(), log);
+  options.lock.ttl = 3s;  // interval 1 s, commandTimeout 1 s: the loss is reported 2 s after the last extend was sent
+  Client client(options);
+  const auto key = test::lockKey(options, "chat-1");
+  auto lock = client.acquireStreamLock("chat-1", "stream-1");
+  REQUIRE(lock);
+  auto heartbeat = lock->startHeartbeat();
+  REQUIRE(test::waitUntil([&] { return client.counters().heartbeatsExtended >= 1; }, 10s, 1ms));
+  server.pause();  // the next extends go out and wait in the hung server
+  REQUIRE(test::waitUntil([&] { return heartbeat.ownershipLost(); }, 5s, 1ms));
+  server.resume();  // before the lock expired (3 s after the last extend ran): the late extends run
+  const auto resumedAt = Clock::now();
+
+  // Not gone by itself before resume + 3 s (the TTL a late extend gave it).
+  const bool deleted = test::waitUntil([&] { return !admin.exists(key); }, 2s, 10ms);
+  INFO("the lock " << (deleted ? "was deleted " : "was still there ") << test::elapsedSince(resumedAt).count()
+                   << " ms after Redis came back");
+  CHECK(deleted);
+}
+
 // "done is called exactly once, never inside the call that started it": also for a StreamLock that
 // was moved from (it answers AlreadyReleased).
 TEST_CASE("release(done) of a moved-from StreamLock does not call done inside the call") {

@@ -42,7 +42,7 @@ struct Counters {
   std::uint64_t heartbeatsExtended = 0;   ///< successful compare-and-expires
   std::uint64_t heartbeatsFailed = 0;     ///< extends that errored or timed out (retried soon)
   std::uint64_t heartbeatsLost = 0;       ///< ownership losses reported
-  std::uint64_t orphansCleaned = 0;       ///< failed acquires whose possible lock was compare-and-deleted
+  std::uint64_t orphansCleaned = 0;       ///< locks compare-and-deleted in the background: a failed acquire's, or one whose loss was reported
 };
 
 /// The Redis circuit breaker of the read path.

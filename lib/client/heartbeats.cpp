@@ -66,6 +66,10 @@ void ClientCore::armLossTimer(const std::shared_ptr<HeartbeatEntry>& entry, Dead
     self->lossTimer = 0;
     if (self->stopped) return dropHeartbeat(self.get());
     reportLoss(self, "no extend succeeded in time");
+    // The lock may still be this stream's: an extend that timed out can still run (it waits in a
+    // hung server's socket) and push the expiry out by a whole TTL, for a stream that has stopped.
+    // It is compare-and-deleted in the background, as a failed acquire's possible lock is.
+    registerCleanup(self->key, self->streamId, Clock::now());
   });
 }
 

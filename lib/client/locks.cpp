@@ -210,8 +210,8 @@ void ClientCore::sendCleanup(const std::pair<std::string, std::string>& which) {
     if (!outcome.error && !isErrorReply(outcome.reply.get())) {
       if (isIntegerOne(outcome.reply.get())) {
         bump(counters_.orphansCleaned);
-        log(LogLevel::Info, "deleted the lock of chat key {} that a failed acquire of stream {} left behind", which.first,
-            which.second);
+        log(LogLevel::Info, "deleted the lock of chat key {} that stream {} left behind (a failed acquire, or a loss reported)",
+            which.first, which.second);
       }
       cleanups_.erase(it);
       return;
