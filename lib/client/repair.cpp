@@ -91,14 +91,13 @@ void ClientCore::runRepair(std::vector<StaleMarker> markers, Deadline deadline,
   auto update = [this, stale, limits, finish](const std::string& sql) {
     PgPoolAccess::execute(*repairPostgres_, sql, protocol::repairParameters(*stale), limits,
                           [this, stale, sql, limits, finish](Result<PgResult> result) {
-      if (result) return finish(RepairResult{result.value().affectedRows(), false});
+      const Error* error = result.error();
+      if (error == nullptr) return finish(RepairResult{result.value().affectedRows(), false});
       // A data exception (SQLSTATE class 22: an id or a marker that does not convert to its column's
       // type) fails the whole statement. Each marker is then tried alone, so that one bad
       // candidate does not keep the others stale on every read.
-      if (stale->size() > 1 && result.error()->sqlstate().rfind("22", 0) == 0) {
-        return repairEach(sql, stale, limits, finish);
-      }
-      finish(*result.error());
+      if (stale->size() > 1 && error->sqlstate().rfind("22", 0) == 0) return repairEach(sql, stale, limits, finish);
+      finish(*error);
     });
   };
   {
@@ -149,10 +148,10 @@ void ClientCore::repairEach(const std::string& sql, const std::shared_ptr<const 
     // Sent together: they pipeline on the pool's connections, under the one deadline.
     PgPoolAccess::execute(*repairPostgres_, sql, protocol::repairParameters({marker}), limits,
                           [this, tally, total = stale->size(), finish](Result<PgResult> result) {
-      if (result) {
+      if (const Error* error = result.error()) {
+        if (tally->failed++ == 0) tally->firstError = error->what();
+      } else {
         tally->result.cleared += result.value().affectedRows();
-      } else if (tally->failed++ == 0) {
-        tally->firstError = result.error()->what();
       }
       if (--tally->pending > 0) return;
       if (tally->failed > 0) {
