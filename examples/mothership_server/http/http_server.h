@@ -19,8 +19,7 @@
 //   delivered from the library's I/O thread, and the loop runs process_request again with the
 //   answer ready, so that httplib writes it as it writes any other (its writer is private). That
 //   second run reads only what the writer needs of the head (answerHead, request_stream.h). The
-//   blocking route (/healthz) runs
-//   on a few threads of its own (task_queue.h);
+//   blocking route (/healthz) runs on a few threads of its own (task_queue.h);
 // - limits no client can exhaust: a deadline and a byte budget per request head, an idle
 //   keep-alive deadline, a write deadline, at most maxConnections open (past them the longest idle
 //   one is closed, else the new one gets 503);
