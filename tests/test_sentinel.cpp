@@ -426,3 +426,38 @@ TEST_CASE("reads, writes and heartbeats follow a SENTINEL FAILOVER (+switch-mast
   CHECK(after->release() == ReleaseOutcome::Released);
   CHECK_FALSE(newRedis.exists(test::lockKey(options, "held-chat")));
 }
+
+// The orphan rule through Sentinel: an acquire that times out while the master hangs drops that
+// master's connections and asks the sentinels again, so its cleanup goes out on a new connection.
+// The SET waits in the hung master's socket and runs when it resumes; the cleanup must still run
+// after it (the new connection's ROLE check waits for the same resume).
+TEST_CASE("an acquire that times out while the master hangs leaves no lock behind") {
+  test::Watchdog watchdog("sentinel orphan", 90s);
+  test::SentinelSetup::Settings settings;
+  settings.replicas = 1;
+  settings.downAfterMs = 60000;  // no failover while the master is paused
+  test::SentinelSetup setup(settings);
+  const int masterPort = setup.initialMasterPort();
+  test::TestRedis master("127.0.0.1", masterPort);
+  test::CapturedLog log;
+  auto options = test::clientOptions(setup.url(), log);
+  Client client(options);
+  const auto key = test::lockKey(options, "chat-1");
+  REQUIRE(client.getActiveChatStreamIds({"warm-up"}).status == LookupStatus::Verified);
+
+  setup.server(masterPort).pause();
+  bool timedOut = false;
+  try {
+    (void)client.acquireStreamLock("chat-1", "stream-1");
+  } catch (const streamlock::Error&) {
+    timedOut = true;
+  }
+  setup.server(masterPort).resume();
+  REQUIRE(timedOut);
+  // The SET ran after the resume (it was in the socket): the cleanup deletes it soon after.
+  CHECK(test::waitUntil([&] { return !master.exists(key); }, 3s, 10ms));
+  // Deleted by the cleanup, not by anything else: the SET had run.
+  CHECK(test::waitUntil([&] { return client.counters().orphansCleaned == 1; }, 3s, 10ms));
+  auto next = client.acquireStreamLock("chat-1", "stream-2");
+  CHECK(next.has_value());
+}

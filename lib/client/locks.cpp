@@ -41,6 +41,7 @@ class AcquireOperation final : public Operation {
   }
 
   void finish(ClientCore::AcquireOutcome outcome) {
+    if (finished) return;  // e.g. its SET failed while the timeout that dropped the connection ran
     finished = true;
     loop->cancel(timer);
     auto callback = std::move(done);
@@ -130,9 +131,11 @@ void ClientCore::attemptAcquire(std::shared_ptr<AcquireOperation> op) {
     // The SET may still run (it sits in the socket of a hung server): delete our value right after
     // it, on the same connection, so that this failed acquire leaves no lock behind.
     registerCleanup(op->key, op->streamId, op->sentAt);
-    redis().suspect();
     fail(Error(ErrorCode::Timeout, fmt::format("acquiring the lock of chat {} timed out after {} ms", op->chatId,
                                                options_.redis.commandTimeout.count())));
+    // After the acquire finished: dropping the connection (Sentinel does) fails the SET at once,
+    // and that failure must not finish it a second time, nor be what the caller is told.
+    redis().suspect();
   };
   KeyedCommand set{op->key, {}};
   appendCommand(set.resp, {"SET", op->key, op->streamId, "NX", "EX", std::to_string(options_.lock.ttl.count())});
@@ -327,10 +330,10 @@ void ClientCore::release(std::string chatId, std::string streamId, std::function
                   finish(isIntegerOne(reply) ? ReleaseOutcome::Released : ReleaseOutcome::NotOwner, nullptr);
                 });
     state->timer = loop_.at(deadline, [this, finish] {
-      redis().suspect();
       const Error timeout(ErrorCode::Timeout,
                           fmt::format("release timed out after {} ms", options_.redis.commandTimeout.count()));
       finish(ReleaseOutcome::Failed, &timeout);
+      redis().suspect();  // after: the failure it causes at once is not the one reported
     });
   });
   if (!posted) {

@@ -39,9 +39,9 @@ class LookupOperation final : public Operation, public std::enable_shared_from_t
     timer_ = loop.at(deadline, [self] {
       self->timer_ = 0;
       if (self->finished_) return;
-      self->redis_->suspect();
       self->failed(Error(ErrorCode::Timeout, fmt::format("Redis lookup timed out after {} ms",
                                                          self->core_.options_.redis.lookupDeadline.count())));
+      self->redis_->suspect();  // after: the failure it causes at once is not the one reported
     });
   }
 
@@ -203,8 +203,8 @@ void ClientCore::redisStatus(std::function<void(RedisStatus)> done) {
       finish({}, true);
     });
     ping->timer = loop_.at(deadline, [this, finish] {
-      redis().suspect();
       finish(fmt::format("no answer to PING within {} ms", options_.redis.lookupDeadline.count()), false);
+      redis().suspect();  // after: the failure it causes at once is not the one reported
     });
   });
   if (!posted) {
