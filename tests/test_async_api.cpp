@@ -62,6 +62,7 @@ using Owners = std::unordered_map<std::string, std::string>;
 using Value = std::optional<std::string>;
 using namespace std::chrono_literals;
 namespace test = streamlock::test;
+using streamlock::test::threadsWithoutClient;
 using streamlock::test::Watchdog;
 
 namespace {
@@ -238,13 +239,6 @@ class HostLoop {
   std::deque<std::function<void()>> tasks_;
   std::size_t posted_ = 0;
 };
-
-// The threads of this process once the sanitizers' helper thread exists (they start it with the
-// first thread), so that a count taken before a Client is comparable with one taken after it.
-std::size_t threadsWithoutClient() {
-  std::thread([] {}).join();
-  return test::threadCount();
-}
 
 // The largest thread count seen while cond is false (polled), up to limit; and whether cond held.
 struct ThreadPeak {
@@ -1121,7 +1115,9 @@ TEST_CASE("threads: blocking-only use (no completions, no callbacks) adds one th
   Client client(options);
   std::atomic<bool> finished{false};
   std::size_t peak = 0;
+  std::atomic<pid_t> samplerTid{0};
   std::thread sampler([&] {
+    samplerTid = test::currentTid();
     while (!finished.load()) {
       peak = std::max(peak, test::threadCount());
       std::this_thread::sleep_for(1ms);
@@ -1139,6 +1135,7 @@ TEST_CASE("threads: blocking-only use (no completions, no callbacks) adds one th
   }
   finished = true;
   sampler.join();
+  (void)test::waitReaped(samplerTid);  // else it may still be counted
   const auto after = test::threadCount();
   INFO("threads before the Client: " << before << "; after: " << after << "; at most: " << peak
                                      << " (the sampler thread counts once)");

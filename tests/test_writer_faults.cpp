@@ -42,16 +42,12 @@ using Clock = std::chrono::steady_clock;
 using Value = std::optional<std::string>;
 using namespace std::chrono_literals;
 namespace test = streamlock::test;
+using streamlock::test::threadsWithoutClient;
 using streamlock::test::Acquired;
 using streamlock::test::acquire;
 using streamlock::test::Watchdog;
 
 namespace {
-
-std::size_t threadsWithoutClient() {
-  std::thread([] {}).join();
-  return test::threadCount();
-}
 
 }  // namespace
 

@@ -70,6 +70,7 @@ using Clock = std::chrono::steady_clock;
 using Value = std::optional<std::string>;
 using namespace std::chrono_literals;
 namespace test = streamlock::test;
+using streamlock::test::threadsWithoutClient;
 using streamlock::test::Acquired;
 using streamlock::test::acquire;
 using streamlock::test::Watchdog;
@@ -291,13 +292,6 @@ Options quickLoss(Options options) {
   options.lock.ttl = 2s;
   options.lock.heartbeatInterval = 100ms;
   return options;
-}
-
-// The threads of this process once the sanitizers' helper thread exists (they start it with the
-// first thread), so that a count taken before a Client is comparable with one taken after it.
-std::size_t threadsWithoutClient() {
-  std::thread([] {}).join();
-  return test::threadCount();
 }
 
 }  // namespace

@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -130,6 +131,20 @@ std::size_t threadCount() {
   std::size_t count = 0;
   for ([[maybe_unused]] const auto& entry : std::filesystem::directory_iterator("/proc/self/task")) ++count;
   return count;
+}
+
+pid_t currentTid() { return static_cast<pid_t>(::syscall(SYS_gettid)); }
+
+bool waitReaped(pid_t tid, std::chrono::milliseconds limit) {
+  const std::string entry = "/proc/self/task/" + std::to_string(tid);
+  return waitUntil([&] { return !std::filesystem::exists(entry); }, limit, std::chrono::milliseconds{1});
+}
+
+std::size_t threadsWithoutClient() {
+  pid_t tid = 0;
+  std::thread([&tid] { tid = currentTid(); }).join();
+  (void)waitReaped(tid);
+  return threadCount();
 }
 
 }  // namespace streamlock::test

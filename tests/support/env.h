@@ -3,6 +3,8 @@
 // What tests/run.sh provides: the servers' addresses, unique names for isolation, and a way to
 // await a condition instead of sleeping.
 
+#include <sys/types.h>
+
 #include <chrono>
 #include <functional>
 #include <string>
@@ -62,5 +64,17 @@ std::size_t connectionsTo(int port);
 
 // The threads of this process, from /proc/self/task.
 std::size_t threadCount();
+
+// The calling thread's kernel id.
+pid_t currentTid();
+
+// Waits up to limit until thread tid is gone from /proc/self/task: a joined thread is still listed
+// there for a moment after join() returns (join waits for its id to be cleared, not for the kernel
+// to reap it). Whether it went.
+bool waitReaped(pid_t tid, std::chrono::milliseconds limit = std::chrono::seconds{2});
+
+// threadCount() once the sanitizers' helper thread exists (they start it with the first thread),
+// so that a count taken before a Client is comparable with one taken after it.
+std::size_t threadsWithoutClient();
 
 }  // namespace streamlock::test
