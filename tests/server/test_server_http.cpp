@@ -17,6 +17,7 @@
 
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <optional>
 #include <fstream>
 #include <sstream>
@@ -235,6 +236,33 @@ TEST_CASE("http: out of descriptors, the server waits without spinning and serve
   CHECK(eventually([&] { return exchange(port, get("/healthz"), seconds{2}).status == 200; }, seconds{15}));
   process.signal(SIGTERM);
   CHECK(process.wait(seconds{15}) == std::optional<int>(0));
+}
+
+namespace {
+
+// Nanoseconds a thread has run so far (/proc/<pid>/task/<tid>/schedstat, first field).
+std::uint64_t threadRunNanoseconds(pid_t pid, pid_t tid) {
+  std::ifstream schedstat("/proc/" + std::to_string(pid) + "/task/" + std::to_string(tid) + "/schedstat");
+  std::uint64_t ns = 0;
+  schedstat >> ns;
+  return ns;
+}
+
+}  // namespace
+
+TEST_CASE("http: an idle server's loop sleeps between its sweeps instead of polling", "[server][http]") {
+  Server server(sharedRedisFlags());
+  REQUIRE(server.get("/healthz").status == 200);  // up, and the connection closed after it
+  const pid_t pid = server.process().pid();
+  // The HTTP loop is the main thread. It wakes every 100 ms to sweep idle connections; the time
+  // to the next sweep was rounded down, so that it polled epoll without waiting through the last
+  // millisecond of each period: thousands of calls a second, ~8 ms of CPU per second, idle.
+  const std::uint64_t before = threadRunNanoseconds(pid, pid);
+  std::this_thread::sleep_for(seconds{3});
+  const std::uint64_t ran = threadRunNanoseconds(pid, pid) - before;
+  INFO("HTTP loop CPU over 3 s idle: " << ran / 1000 << " us");
+  CHECK(ran > 0);  // the file was read
+  CHECK(ran < 10'000'000);  // about 2.5 ms when it sleeps; about 25 ms when it polled
 }
 
 TEST_CASE("http: /healthz with its check threads all taken answers at once, in its usual form", "[server][http]") {
