@@ -47,10 +47,6 @@ using streamlock::test::Acquired;
 using streamlock::test::acquire;
 using streamlock::test::Watchdog;
 
-namespace {
-
-}  // namespace
-
 // The ownership-lost callback may own the Client (it captures the shared_ptr it calls release() or
 // shutdown() through). Once the application let go of its own references, the library's copy of
 // the callback is the Client's last owner; the library must not drop it on its I/O thread, where

@@ -65,7 +65,11 @@ class RedisTopology {
 
   // An operation timed out: the server may be gone. Sentinel drops the master and discovers again;
   // a cluster reloads its slot map; a standalone server keeps its connection (commands queued
-  // after a hung one must stay in order behind it).
+  // after a hung one must stay in order behind it). Sentinel fails the dropped master's commands
+  // inside the call, before anything queued this iteration is written (a cleanup queued behind a
+  // hung SET then goes out on the new connection, after the SET): a caller reports its own outcome
+  // first. Deferring the drop to the end of the iteration was tried: the cleanup was then written
+  // into the hung socket and its answer lost.
   virtual void suspect() {}
 
   // Called whenever a connection to a master opens, before what was queued on it is written.
