@@ -560,6 +560,17 @@ main_runs() {
            "TCP_NODELAY wait for the client's ACK (Nagle). See bench/load/tuning.md."
     fi
   fi
+  # One pipelined connection is one backend, which runs one statement at a time.
+  local pool ceiling
+  pool=$(server_pool_size)
+  ceiling=$(awk -v p="$pool" -v us="$list_pg_req" 'BEGIN { if (us > 0) printf "%.0f", p * 1e6 / us; else print 0 }')
+  local backends="its $pool pipelined PostgreSQL connections are $pool backends, each" they="they serve"
+  [[ $pool != 1 ]] || backends="its one pipelined PostgreSQL connection is one backend," they="it serves"
+  echo "- The server's PostgreSQL backends bound it too: $backends running one statement at a time. At" \
+       "$list_pg_req us of PostgreSQL CPU per list request (median), $they at most $ceiling requests/s, even with" \
+       "nothing else on the machine: $(pct "$ceiling" "$floor_list")% of the median floor" \
+       "($floor_list tps, where pgbench's $CONNECTIONS backends spend $list_pg_tx us per transaction on both cores)." \
+       "PostgreSQL took $list_pg% of a core during the list runs (median)."
   if awk -v a="$floor_list_ratio" -v b="$floor_chat_ratio" 'BEGIN { exit !(a > 3 || b > 3) }'; then
     echo "- pgbench alone has p99/p50 = ${floor_list_ratio}x (list SQL) and ${floor_chat_ratio}x (chat SQL) here: a tail" \
          "over 3x p50 comes from scheduling $CONNECTIONS clients and PostgreSQL's backends on $(nproc) cores, with no" \
@@ -576,6 +587,21 @@ main_runs() {
          "no process answers during one, pgbench's max latency shows them, and wrk's correction turns each into" \
          "the samples every connection could not send meanwhile, which is what moves a p99."
   fi
+}
+
+# The server's PostgreSQL pool size: --pg-pool-size from the flags of the runs, else the environment's
+# STREAMLOCK_PG_POOL_SIZE, else the server's default.
+server_pool_size() {
+  local i size=""
+  for ((i = 0; i < ${#SERVER_FLAGS[@]}; i++)); do
+    case ${SERVER_FLAGS[i]} in
+      --pg-pool-size) size=${SERVER_FLAGS[i + 1]:-} ;;
+      --pg-pool-size=*) size=${SERVER_FLAGS[i]#*=} ;;
+    esac
+  done
+  [[ -n $size ]] || size=${STREAMLOCK_PG_POOL_SIZE:-}
+  [[ -n $size ]] || size=$(server_defaults | sed -n 's/.*--pg-pool-size \([0-9]*\).*/\1/p')
+  echo "${size:-1}"
 }
 
 # The server's defaults, from its --help (a flag's "default N" may be on its continuation line).
