@@ -21,6 +21,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <unordered_map>
 #include <utility>
@@ -695,15 +696,28 @@ namespace {
 
 // The calls of one command that a node refused before running them (a redirect, CLUSTERDOWN), from
 // INFO commandstats' rejected_calls.
-long long rejectedCalls(test::ClusterView& view, int port, const std::string& command) {
+// A field of one command's line in INFO commandstats (0 when the command has none yet).
+long long commandStat(test::ClusterView& view, int port, const std::string& command, const std::string& field) {
   const std::string all = text(view.command(port, {"INFO", "commandstats"}).get());
   const std::string head = "cmdstat_" + command + ":";
   const auto line = all.find(head);
   if (line == std::string::npos) return 0;
-  const auto at = all.find("rejected_calls=", line);
   const auto end = all.find('\n', line);
-  if (at == std::string::npos || at > end) return 0;
-  return std::stoll(all.substr(at + std::string("rejected_calls=").size()));
+  // Each field follows the line's head or a comma: "calls=" is not matched inside "rejected_calls=".
+  for (const std::string_view lead : {":", ","}) {
+    const auto at = all.find(std::string(lead) + field + "=", line);
+    if (at != std::string::npos && at < end) return std::stoll(all.substr(at + lead.size() + field.size() + 1));
+  }
+  return 0;
+}
+
+long long rejectedCalls(test::ClusterView& view, int port, const std::string& command) {
+  return commandStat(view, port, command, "rejected_calls");
+}
+
+// The calls of one command that a node ran.
+long long executedCalls(test::ClusterView& view, int port, const std::string& command) {
+  return commandStat(view, port, command, "calls");
 }
 
 }  // namespace
@@ -785,78 +799,132 @@ TEST_CASE("a hung master does not make the locks held on the other masters lost"
   }
 }
 
-TEST_CASE("an acquire that times out while its slot is down leaves no lock behind") {
-  test::Watchdog watchdog("acquire during CLUSTERDOWN", 120s);
+namespace {
+
+// An acquire (completion form) of a chat whose slot its master has given up (CLUSTER DELSLOTS), so
+// that every command there answers CLUSTERDOWN. After each, the SET is sent again after 10, 20, 40,
+// 80, 100 ms: at about 0, 10, 30, 70 and 150 ms. A sixth after 100 ms would reach the deadline
+// (240 ms), so the next ones go halfway to it instead: at about 195, 217, 228 and 234 ms.
+struct SlotDownAcquire {
   test::RedisCluster cluster;
-  auto& view = cluster.view();
+  test::ClusterView& view = cluster.view();
   test::CapturedLog log;
-  auto options = test::clientOptions(cluster.url(), log);
-  // After each CLUSTERDOWN the SET is sent again after 10, 20, 40, 80, 100 ms: at about 0, 10, 30,
-  // 70 and 150 ms; the sixth send (250 ms) is moved to the deadline, 240 ms.
-  options.redis.commandTimeout = Milliseconds{240};
-  const auto ports = cluster.ports();
+  Options options = test::clientOptions(cluster.url(), log);
   int master = 0;
-  for (const int port : view.masterPorts()) {
-    if (port != ports.front()) master = port;  // not the seed asked first for CLUSTER SLOTS
-  }
-  REQUIRE(master != 0);
-  const std::string chat = chatOnMaster(view, options, master, 21, "down");
-  const std::string key = test::lockKey(options, chat);
-  const std::string slot = std::to_string(test::keySlot(key));
-  const std::string stream = "stream-" + test::uniqueId();
-  Client client(options);
-  {
+  std::string chat, key, slot;
+  std::string stream = "stream-" + test::uniqueId();
+  std::unique_ptr<Client> client;
+  std::mutex mutex;
+  std::optional<streamlock::AcquireResult> result;
+  Clock::time_point start;
+
+  SlotDownAcquire() {
+    options.redis.commandTimeout = Milliseconds{240};
+    const auto ports = cluster.ports();
+    for (const int port : view.masterPorts()) {
+      if (port != ports.front()) master = port;  // not the seed asked first for CLUSTER SLOTS
+    }
+    REQUIRE(master != 0);
+    chat = chatOnMaster(view, options, master, 21, "down");
+    key = test::lockKey(options, chat);
+    slot = std::to_string(test::keySlot(key));
+    client = std::make_unique<Client>(options);
     // The slot map known and the master's connection open.
-    auto warm = client.acquireStreamLock(chatOnMaster(view, options, master, 22, "warm"), "warm-" + stream);
+    auto warm = client->acquireStreamLock(chatOnMaster(view, options, master, 22, "warm"), "warm-" + stream);
     REQUIRE(warm.has_value());
     REQUIRE(warm->release() == ReleaseOutcome::Released);
   }
-  const long long rejectedBefore = rejectedCalls(view, master, "set");
-  // The master gives the slot up: every command there answers CLUSTERDOWN.
-  view.command(master, {"CLUSTER", "DELSLOTS", slot});
 
-  std::mutex mutex;
-  std::optional<streamlock::AcquireResult> result;
-  const auto start = Clock::now();
-  client.acquireStreamLock(chat, stream, Milliseconds{0}, [&](streamlock::AcquireResult r) {
-    const std::lock_guard<std::mutex> guard(mutex);
-    result = std::move(r);
-  });
-  // Five SETs refused: the slot comes back before the last resend, which is due at the deadline.
-  const bool refused = test::waitUntil([&] { return rejectedCalls(view, master, "set") - rejectedBefore >= 5; }, 2s, 1ms);
-  view.command(master, {"CLUSTER", "ADDSLOTS", slot});
-  const auto restoredAfter = test::elapsedSince(start);
-  REQUIRE(refused);
-  REQUIRE(test::waitUntil([&] {
+  void begin() {
+    view.command(master, {"CLUSTER", "DELSLOTS", slot});
+    start = Clock::now();
+    client->acquireStreamLock(chat, stream, Milliseconds{0}, [this](streamlock::AcquireResult r) {
+      const std::lock_guard<std::mutex> guard(mutex);
+      result = std::move(r);
+    });
+  }
+
+  void giveSlotBack() { view.command(master, {"CLUSTER", "ADDSLOTS", slot}); }
+
+  bool answered() {
     const std::lock_guard<std::mutex> guard(mutex);
     return result.has_value();
-  }, 5s));
-  bool failed = false;
-  std::optional<streamlock::StreamLock> taken;
-  {
-    const std::lock_guard<std::mutex> guard(mutex);
-    failed = !result->ok();
-    if (failed) {
-      std::printf("acquire failed: %s\n", result->error()->what());
-    } else {
-      taken = std::move(result->value());
-    }
   }
+};
+
+}  // namespace
+
+TEST_CASE("an acquire whose slot comes back before its deadline takes the lock") {
+  test::Watchdog watchdog("acquire during CLUSTERDOWN", 120s);
+  SlotDownAcquire down;
+  const long long rejectedBefore = rejectedCalls(down.view, down.master, "set");
+  down.begin();
+  // Five SETs refused (the last at about 150 ms), then the slot comes back.
+  const bool refused = test::waitUntil(
+      [&] { return rejectedCalls(down.view, down.master, "set") - rejectedBefore >= 5; }, 2s, 1ms);
+  down.giveSlotBack();
+  const auto restoredAfter = test::elapsedSince(down.start);
+  REQUIRE(refused);
+  REQUIRE(test::waitUntil([&] { return down.answered(); }, 5s));
+  const std::lock_guard<std::mutex> guard(down.mutex);
+  const bool failed = !down.result->ok();
+  if (failed) std::printf("acquire failed: %s\n", down.result->error()->what());
   std::printf("slot given back %lld ms after the acquire began; SETs refused: %lld\n",
-              static_cast<long long>(restoredAfter.count()), rejectedCalls(view, master, "set") - rejectedBefore);
-  if (!failed) {
-    // The last resend went through in time (timing): then the stream owns the lock, in Redis too,
-    // and releases it.
-    REQUIRE(taken.has_value());
-    CHECK(view.get(key) == std::optional<std::string>(stream));
-    CHECK(taken->release() == ReleaseOutcome::Released);
-    CHECK(view.get(key) == std::nullopt);
+              static_cast<long long>(restoredAfter.count()),
+              rejectedCalls(down.view, down.master, "set") - rejectedBefore);
+  // Back 40 ms or more before the deadline (the library's clock started after `start`), the slot is
+  // found by a resend: three are still due, and each leaves at least 5 ms for its answer. A resend
+  // used to be put at the deadline itself, where it was never sent, so that this acquire failed.
+  if (restoredAfter < Milliseconds{200}) CHECK_FALSE(failed);
+  if (failed) {
+    // Back too late on a slow machine: then this stream must not hold the lock (the cleanup runs
+    // within 2 s).
+    CHECK(test::waitUntil([&] { return down.view.get(down.key) != std::optional<std::string>(down.stream); }, 3s));
     return;
   }
-  // The acquire failed: this stream must not hold the lock (the cleanup runs within 2 s).
-  const bool gone = test::waitUntil([&] { return view.get(key) != std::optional<std::string>(stream); }, 3s);
-  if (!gone) std::printf("the failed acquire left its lock behind, pttl %lld ms\n", view.pttl(key));
-  CHECK(gone);
+  // The stream owns the lock, in Redis too, and releases it.
+  auto taken = std::move(down.result->value());
+  REQUIRE(taken.has_value());
+  CHECK(down.view.get(down.key) == std::optional<std::string>(down.stream));
+  CHECK(taken->release() == ReleaseOutcome::Released);
+  CHECK(down.view.get(down.key) == std::nullopt);
+}
+
+TEST_CASE("an acquire that times out while its slot is down never sends its SET again") {
+  test::Watchdog watchdog("acquire through CLUSTERDOWN", 120s);
+  SlotDownAcquire down;
+  const long long rejectedBefore = rejectedCalls(down.view, down.master, "set");
+  down.begin();
+  // The slot comes back 4 ms before the deadline (240 ms; the library's clock started after
+  // `start`), when no resend is sent any more (each leaves at least 5 ms for its answer). The caller
+  // gives up at the deadline, and a resend then (a timer already due) would take a lock that nobody
+  // owns, behind the failed acquire's cleanup. A moment in time, not a condition to wait for.
+  std::this_thread::sleep_until(down.start + Milliseconds{236});
+  const long long executedBefore = executedCalls(down.view, down.master, "set");
+  down.giveSlotBack();
+  const auto restoredAfter = test::elapsedSince(down.start);
+  REQUIRE(test::waitUntil([&] { return down.answered(); }, 5s));
+  const std::lock_guard<std::mutex> guard(down.mutex);
+  std::printf("slot given back %lld ms after the acquire began, after %lld refusals; the acquire %s\n",
+              static_cast<long long>(restoredAfter.count()), rejectedCalls(down.view, down.master, "set") - rejectedBefore,
+              down.result->ok() ? "took the lock" : "failed");
+  if (down.result->ok()) {
+    // A resend found the slot back before the deadline (slow answers moved the resends): then the
+    // stream owns the lock, in Redis too.
+    auto taken = std::move(down.result->value());
+    REQUIRE(taken.has_value());
+    CHECK(down.view.get(down.key) == std::optional<std::string>(down.stream));
+    CHECK(taken->release() == ReleaseOutcome::Released);
+    return;
+  }
+  CHECK(down.result->error()->code() == streamlock::ErrorCode::Timeout);
+  // No SET of this acquire may run once it has failed.
+  const bool sentAgain = test::waitUntil([&] {
+    return executedCalls(down.view, down.master, "set") > executedBefore ||
+           down.view.get(down.key) == std::optional<std::string>(down.stream);
+  }, 500ms);
+  CHECK_FALSE(sentAgain);
+  CHECK(down.view.get(down.key) == std::nullopt);
 }
 
 TEST_CASE("a first seed that accepts TCP and never answers does not fail the first calls") {

@@ -21,6 +21,16 @@ constexpr int kMaxRedirects = 5;
 // TRYAGAIN and CLUSTERDOWN are retried until the caller's deadline; this only bounds the callers
 // without one (an orphan cleanup retries on its own): about 10 s of 100 ms backoffs.
 constexpr int kMaxRetries = 100;
+// Where a backoff would reach the deadline, the resends go halfway to it instead, while that leaves
+// at least this long for the answer: a resend at the deadline itself could never be answered in
+// time, so a slot back shortly before the deadline would be found by none.
+constexpr std::chrono::milliseconds kLastResendLead{5};
+
+Deadline resendAt(Deadline now, std::chrono::milliseconds backoff, Deadline deadline) {
+  if (now + backoff < deadline) return now + backoff;
+  const auto half = (deadline - now) / 2;
+  return half >= kLastResendLead ? now + half : deadline;  // at the deadline: given up
+}
 
 // CRC16-XMODEM (polynomial 0x1021, initial value 0), the checksum Redis Cluster hashes keys with.
 constexpr std::array<std::uint16_t, 256> crcTable() {
@@ -317,7 +327,7 @@ class ClusterTopology final : public RedisTopology {
       const int attempt = execution->retries[again.front()];
       const auto backoff = std::chrono::milliseconds{std::min(100, 5 << std::min(attempt, 5))};
       std::weak_ptr<bool> alive = alive_;
-      loop_.at(std::min(Clock::now() + backoff, execution->deadline), [this, alive, execution, again] {
+      loop_.at(resendAt(Clock::now(), backoff, execution->deadline), [this, alive, execution, again] {
         if (alive.expired()) return;
         // Never sent again once the deadline has passed: the caller gave up at the deadline, and
         // what it queued then (a failed acquire's cleanup, right behind where its SET would be)
